@@ -1,0 +1,32 @@
+// The extension module: one place that maps llm4dsr::Error to llm4dsr.Error, then one bind_<area>
+// function per folder of include/llm4dsr.
+#include <pybind11/pybind11.h>
+
+#include "bindings.h"
+#include "llm4dsr/error.h"
+#include "llm4dsr/runtime.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_llm4dsr, m) {
+  m.doc() = "llm4dsr: denoising sequential recommendation with a fine-tuned language model";
+  m.attr("__version__") = LLM4DSR_VERSION_STRING;
+
+  static py::exception<llm4dsr::Error> error(m, "Error", PyExc_RuntimeError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const llm4dsr::Error& e) {
+      py::set_error(error, e.what());
+    }
+  });
+
+  m.def("set_num_threads", &llm4dsr::set_num_threads, py::arg("n"),
+        "Set libtorch's intra-op threads (n <= 0: $LLM4DSR_NUM_THREADS or the number of cores).");
+  m.def("num_threads", &llm4dsr::num_threads, "libtorch's current intra-op thread count.");
+  m.def("default_num_threads", &llm4dsr::default_num_threads);
+
+  llm4dsr::bindings::bind_data(m);
+  llm4dsr::bindings::bind_text(m);
+  llm4dsr::bindings::bind_model(m);
+}

@@ -1,0 +1,47 @@
+// Helpers shared by the C++ tests.
+#pragma once
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+namespace llm4dsr::testing {
+
+// ../shared/data beside the source tree, or $LLM4DSR_SHARED_DATA; empty when absent, and tests that
+// need it return early with a WARN (Catch2 v2 has no skip).
+inline std::string shared_data_dir() {
+  if (const char* env = std::getenv("LLM4DSR_SHARED_DATA"); env && *env) return env;
+  std::filesystem::path p = std::filesystem::path(LLM4DSR_SOURCE_DIR) / ".." / "shared" / "data";
+  return std::filesystem::exists(p) ? std::filesystem::canonical(p).string() : std::string();
+}
+
+// A fresh empty folder under the system temp dir, removed when the object goes out of scope.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = std::filesystem::temp_directory_path() /
+            ("llm4dsr_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::error_code ec; std::filesystem::remove_all(path_, ec); }
+  std::string path() const { return path_.string(); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  // Writes a file inside the folder and returns its path.
+  std::string write(const std::string& name, const std::string& contents) const {
+    std::filesystem::create_directories((path_ / name).parent_path());
+    std::ofstream(path_ / name, std::ios::binary) << contents;
+    return file(name);
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace llm4dsr::testing
+
