@@ -1,0 +1,150 @@
+// LlamaModel: a Llama-architecture causal language model that reproduces HuggingFace's
+// LlamaForCausalLM numerically (rotate-half RoPE, RMSNorm in fp32, grouped-query attention through
+// scaled_dot_product_attention, SwiGLU MLP, tied or untied lm_head).
+//
+// Batches are left-padded for scoring and generation: attention_mask marks tokens (1) and pads (0),
+// and position ids follow HF (cumsum(mask) - 1, 0 at pads), so a padded row gives the same values at
+// its tokens as the row alone. A KVCache makes decoding incremental with results equal to a full
+// forward. Module and parameter names equal HF's without the leading "model." (lm_head keeps its
+// name), so checkpoints map one to one (see io/hf_checkpoint.h).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include "llm4dsr/model/config.h"
+#include "llm4dsr/model/kv_cache.h"
+#include "llm4dsr/model/lora.h"
+
+namespace llm4dsr {
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps, torch::TensorOptions options);
+  // x / sqrt(mean(x^2) + eps) computed in fp32, cast back to x's dtype, then scaled by weight.
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+// Per-layer inputs shared by every attention layer of one forward.
+struct AttentionContext {
+  torch::Tensor cos, sin;  // [B, T, head_dim], in the activations' dtype
+  torch::Tensor mask;      // [B, 1, T, S] bool (true = attend) or undefined
+  bool is_causal = false;  // no mask needed beyond causality (no pads, no cache)
+  KVCache* cache = nullptr;
+};
+
+class LlamaAttentionImpl : public torch::nn::Module {
+ public:
+  LlamaAttentionImpl(const ModelConfig& config, int64_t layer_index, torch::TensorOptions options);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx);
+  LoraLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  int64_t layer_index_, num_heads_, num_kv_heads_, head_dim_;
+};
+TORCH_MODULE(LlamaAttention);
+
+class LlamaMLPImpl : public torch::nn::Module {
+ public:
+  LlamaMLPImpl(const ModelConfig& config, torch::TensorOptions options);
+  // down(silu(gate(x)) * up(x))
+  torch::Tensor forward(const torch::Tensor& x);
+  LoraLinear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(LlamaMLP);
+
+class LlamaDecoderLayerImpl : public torch::nn::Module {
+ public:
+  LlamaDecoderLayerImpl(const ModelConfig& config, int64_t layer_index, torch::TensorOptions options);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx);
+  LlamaAttention self_attn{nullptr};
+  LlamaMLP mlp{nullptr};
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(LlamaDecoderLayer);
+
+class LlamaModelImpl : public torch::nn::Module {
+ public:
+  // Weights drawn as HF initialises them (normal(0, initializer_range) for embeddings and
+  // projections, ones for norms) from a CPU generator seeded with `seed`, so the same seed gives the
+  // same model on every device.
+  // initialize = false leaves the weights uninitialised (for loaders that overwrite every one).
+  explicit LlamaModelImpl(const ModelConfig& config, torch::Device device = torch::kCPU,
+                          torch::Dtype dtype = torch::kFloat32, uint64_t seed = 0, bool initialize = true);
+
+  // Final hidden states (after the last RMSNorm) [B, T, hidden].
+  // input_ids: int64 [B, T] on the model's device.
+  // attention_mask: [B, T] (new tokens only) or [B, past + T] (HF style, when a cache holds `past`
+  //   positions); 1 = token, 0 = pad; undefined = all tokens.
+  // cache: when given, keys/values of the new positions are appended and attention covers the cached
+  //   ones; the cache's length advances by T.
+  torch::Tensor forward_hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
+                               KVCache* cache = nullptr);
+  // lm_head on hidden states [B, T, H]. positions (int64, optional): [K] for the same positions in every row
+  // or [B, K] per row; negative values count from the end. Returns [B, T, V] or [B, K, V].
+  torch::Tensor logits_from_hidden(const torch::Tensor& hidden, const torch::Tensor& positions = {});
+  // Logits [B, T, vocab] (or [B, K, vocab] at `positions`), in the model's dtype.
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
+                        KVCache* cache = nullptr, const torch::Tensor& positions = {});
+
+  // HF position ids for the new T tokens given the mask of all S = past + T positions: cumsum - 1, 0 at pads.
+  static torch::Tensor position_ids_from_mask(const torch::Tensor& full_mask, int64_t new_tokens);
+
+  // A cache sized for this model on its device and dtype.
+  KVCache make_cache(int64_t batch_size, int64_t max_length) const;
+
+  const ModelConfig& config() const { return config_; }
+  torch::Device device() const { return device_; }
+  torch::Dtype dtype() const { return dtype_; }
+  // Moves every parameter (LoRA adapters keep fp32 on a bf16/fp16 base).
+  void to_device_dtype(torch::Device device, torch::Dtype dtype);
+
+  // Every projection by HF module name ("model.layers.3.self_attn.q_proj"), in layer order.
+  std::vector<std::pair<std::string, LoraLinear>> projections() const;
+  // Adds adapters to the projections `config` selects and freezes every other parameter.
+  // Throws when adapters are present or when no module matches.
+  void add_lora(const LoraConfig& config);
+  // Removes adapters (unmerging first) and unfreezes the base weights.
+  void remove_lora();
+  bool has_lora() const { return has_lora_; }
+  const LoraConfig& lora_config() const { return lora_config_; }
+  void merge_lora();
+  void unmerge_lora();
+  // Adapter tensors by PEFT name ("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").
+  std::vector<std::pair<std::string, torch::Tensor>> lora_state() const;
+  std::vector<torch::Tensor> lora_parameters() const;
+
+  // Base weights by HF name (model.embed_tokens.weight, ..., lm_head.weight when untied), excluding adapters.
+  std::vector<std::pair<std::string, torch::Tensor>> hf_state() const;
+
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+  // Registered as "lm_head.weight" when untied; the embedding's weight itself when tied.
+  torch::Tensor lm_head_weight;
+
+ private:
+  torch::Tensor inv_freq(int64_t seq_len) const;
+
+  ModelConfig config_;
+  torch::Device device_;
+  torch::Dtype dtype_;
+  torch::Tensor inv_freq_;  // fp32, on device; "dynamic" rope recomputes per forward
+  LoraConfig lora_config_;
+  bool has_lora_ = false;
+  std::vector<LlamaDecoderLayer> layer_list_;
+};
+TORCH_MODULE(LlamaModel);
+
+}  // namespace llm4dsr

@@ -1,0 +1,82 @@
+#include "llm4dsr/model/kv_cache.h"
+
+#include <torch/torch.h>
+
+#include "llm4dsr/error.h"
+
+namespace llm4dsr {
+
+KVCache::KVCache(const ModelConfig& config, int64_t batch_size, int64_t max_length, torch::Dtype dtype,
+                 torch::Device device) {
+  reserve(config, batch_size, max_length, dtype, device);
+}
+
+void KVCache::reserve(const ModelConfig& config, int64_t batch_size, int64_t max_length, torch::Dtype dtype,
+                      torch::Device device) {
+  LLM4DSR_CHECK(batch_size > 0, "KVCache: batch_size must be > 0, got " << batch_size);
+  LLM4DSR_CHECK(max_length > 0, "KVCache: max_length must be > 0, got " << max_length);
+  length_ = 0;
+  const std::vector<int64_t> shape = {batch_size, config.num_key_value_heads, max_length, config.head_dim};
+  const bool same = num_layers_ == config.num_hidden_layers && batch_size_ == batch_size && max_length_ == max_length &&
+                    static_cast<int64_t>(keys_.size()) == num_layers_ &&
+                    (keys_.empty() || (keys_[0].sizes() == torch::IntArrayRef(shape) && keys_[0].scalar_type() == dtype &&
+                                       keys_[0].device() == device)) &&
+                    mask_.defined() && mask_.device() == device;
+  if (same) return;
+  num_layers_ = config.num_hidden_layers;
+  batch_size_ = batch_size;
+  max_length_ = max_length;
+  keys_.clear();
+  values_.clear();
+  auto options = torch::TensorOptions().dtype(dtype).device(device);
+  for (int64_t i = 0; i < num_layers_; ++i) {
+    keys_.push_back(torch::zeros(shape, options));
+    values_.push_back(torch::zeros(shape, options));
+  }
+  mask_ = torch::zeros({batch_size, max_length}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+}
+
+std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const torch::Tensor& key,
+                                                        const torch::Tensor& value) {
+  LLM4DSR_CHECK(layer >= 0 && layer < num_layers_, "KVCache: layer " << layer << " out of range [0, " << num_layers_ << ")");
+  const int64_t steps = key.size(2);
+  LLM4DSR_CHECK(key.size(0) == batch_size_, "KVCache: batch of " << key.size(0) << " rows, cache holds " << batch_size_);
+  LLM4DSR_CHECK(length_ + steps <= max_length_, "KVCache: " << length_ << " cached + " << steps
+                                                              << " new positions exceed max_length " << max_length_);
+  keys_[layer].narrow(2, length_, steps).copy_(key);
+  values_[layer].narrow(2, length_, steps).copy_(value);
+  return {keys_[layer].narrow(2, 0, length_ + steps), values_[layer].narrow(2, 0, length_ + steps)};
+}
+
+torch::Tensor KVCache::append_mask(const torch::Tensor& new_mask) {
+  const int64_t steps = new_mask.size(1);
+  LLM4DSR_CHECK(new_mask.dim() == 2 && new_mask.size(0) == batch_size_,
+                "KVCache: mask must be [" << batch_size_ << ", steps], got " << new_mask.sizes());
+  LLM4DSR_CHECK(length_ + steps <= max_length_, "KVCache: " << length_ << " cached + " << steps
+                                                              << " new positions exceed max_length " << max_length_);
+  mask_.narrow(1, length_, steps).copy_(new_mask);
+  return mask_.narrow(1, 0, length_ + steps);
+}
+
+torch::Tensor KVCache::mask() const { return mask_.narrow(1, 0, length_); }
+
+void KVCache::advance(int64_t steps) {
+  LLM4DSR_CHECK(steps >= 0 && length_ + steps <= max_length_, "KVCache: cannot advance " << steps << " positions from "
+                                                                                       << length_ << " (max " << max_length_ << ")");
+  length_ += steps;
+}
+
+void KVCache::reorder(const torch::Tensor& index) {
+  LLM4DSR_CHECK(index.dim() == 1 && index.size(0) == batch_size_,
+                "KVCache: reorder index must be [" << batch_size_ << "], got " << index.sizes());
+  auto idx = index.to(mask_.device(), torch::kInt64);
+  for (auto* store : {&keys_, &values_})
+    for (auto& t : *store) {
+      auto live = t.narrow(2, 0, length_);
+      live.copy_(live.index_select(0, idx));
+    }
+  auto live = mask_.narrow(1, 0, length_);
+  live.copy_(live.index_select(0, idx));
+}
+
+}  // namespace llm4dsr

@@ -1,0 +1,369 @@
+#include "llm4dsr/model/llama_model.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "llm4dsr/error.h"
+
+namespace llm4dsr {
+
+namespace {
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// HF's default inverse frequencies, computed exactly as transformers does (int64 arange cast to fp32).
+torch::Tensor base_inv_freq(double base, int64_t dim) {
+  auto exponent = torch::arange(0, dim, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(dim);
+  return 1.0 / torch::pow(torch::tensor(base, torch::kFloat32), exponent);
+}
+
+torch::Tensor llama3_inv_freq(const ModelConfig& c) {
+  const RopeScaling& s = c.rope_scaling;
+  torch::Tensor inv_freq = base_inv_freq(c.rope_theta, c.head_dim);
+  const double old_context_len = static_cast<double>(s.original_max_position_embeddings);
+  const double low_freq_wavelen = old_context_len / s.low_freq_factor;
+  const double high_freq_wavelen = old_context_len / s.high_freq_factor;
+  torch::Tensor wavelen = 2 * M_PI / inv_freq;
+  torch::Tensor scaled = torch::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
+  torch::Tensor smooth = (old_context_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+  torch::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+  torch::Tensor medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+  return torch::where(medium, smoothed, scaled);
+}
+
+// A bare module holding one parameter named "weight", so names read "lm_head.weight".
+std::shared_ptr<torch::nn::Module> weight_holder(torch::Tensor& weight) {
+  auto m = std::make_shared<torch::nn::Module>();
+  weight = m->register_parameter("weight", weight);
+  return m;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, torch::TensorOptions options) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}, options));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  auto h = x.to(torch::kFloat32);
+  auto variance = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * torch::rsqrt(variance + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+// ---------------------------------------------------------------------------------------------------
+LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, int64_t layer_index, torch::TensorOptions options)
+    : layer_index_(layer_index), num_heads_(c.num_attention_heads), num_kv_heads_(c.num_key_value_heads),
+      head_dim_(c.head_dim) {
+  q_proj = register_module("q_proj", LoraLinear(c.hidden_size, num_heads_ * head_dim_, c.attention_bias, options));
+  k_proj = register_module("k_proj", LoraLinear(c.hidden_size, num_kv_heads_ * head_dim_, c.attention_bias, options));
+  v_proj = register_module("v_proj", LoraLinear(c.hidden_size, num_kv_heads_ * head_dim_, c.attention_bias, options));
+  o_proj = register_module("o_proj", LoraLinear(num_heads_ * head_dim_, c.hidden_size, c.attention_bias, options));
+}
+
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  const int64_t B = x.size(0), T = x.size(1);
+  auto q = q_proj(x).view({B, T, num_heads_, head_dim_}).transpose(1, 2);
+  auto k = k_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);
+  auto v = v_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);
+  auto cos = ctx.cos.unsqueeze(1), sin = ctx.sin.unsqueeze(1);
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  if (ctx.cache) std::tie(k, v) = ctx.cache->append(layer_index_, k, v);
+  const int64_t S = k.size(2);
+  if (num_kv_heads_ != num_heads_) {
+    // HF's repeat_kv: each KV head serves num_heads / num_kv_heads consecutive query heads.
+    const int64_t rep = num_heads_ / num_kv_heads_;
+    k = k.unsqueeze(2).expand({B, num_kv_heads_, rep, S, head_dim_}).reshape({B, num_heads_, S, head_dim_});
+    v = v.unsqueeze(2).expand({B, num_kv_heads_, rep, S, head_dim_}).reshape({B, num_heads_, S, head_dim_});
+  }
+  std::optional<torch::Tensor> mask;
+  if (ctx.mask.defined()) mask = ctx.mask;
+  auto out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, ctx.is_causal && T > 1,
+                                              1.0 / std::sqrt(static_cast<double>(head_dim_)));
+  return o_proj(out.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}));
+}
+
+// ---------------------------------------------------------------------------------------------------
+LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c, torch::TensorOptions options) {
+  gate_proj = register_module("gate_proj", LoraLinear(c.hidden_size, c.intermediate_size, c.mlp_bias, options));
+  up_proj = register_module("up_proj", LoraLinear(c.hidden_size, c.intermediate_size, c.mlp_bias, options));
+  down_proj = register_module("down_proj", LoraLinear(c.intermediate_size, c.hidden_size, c.mlp_bias, options));
+}
+
+torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
+  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+}
+
+// ---------------------------------------------------------------------------------------------------
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c, int64_t layer_index, torch::TensorOptions options) {
+  self_attn = register_module("self_attn", LlamaAttention(c, layer_index, options));
+  mlp = register_module("mlp", LlamaMLP(c, options));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+}
+
+torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  auto h = x + self_attn(input_layernorm(x), ctx);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+// ---------------------------------------------------------------------------------------------------
+LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, torch::Device device, torch::Dtype dtype, uint64_t seed,
+                               bool initialize)
+    : config_(config), device_(device), dtype_(dtype) {
+  config_.validate();
+  LLM4DSR_CHECK(dtype == torch::kFloat32 || dtype == torch::kBFloat16 || dtype == torch::kFloat16 ||
+                    dtype == torch::kFloat64,
+                "LlamaModel: dtype must be a floating type (float32, bfloat16, float16, float64), got " << dtype);
+  auto options = torch::TensorOptions().dtype(dtype).device(device);
+  embed_tokens = register_module(
+      "embed_tokens", torch::nn::Embedding(torch::nn::EmbeddingOptions(config_.vocab_size, config_.hidden_size)
+                                               ._weight(torch::empty({config_.vocab_size, config_.hidden_size}, options))));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    layer_list_.push_back(LlamaDecoderLayer(config_, i, options));
+    layers->push_back(layer_list_.back());
+  }
+  norm = register_module("norm", RMSNorm(config_.hidden_size, config_.rms_norm_eps, options));
+  if (config_.tie_word_embeddings) {
+    lm_head_weight = embed_tokens->weight;
+  } else {
+    lm_head_weight = torch::empty({config_.vocab_size, config_.hidden_size}, options);
+    register_module("lm_head", weight_holder(lm_head_weight));
+  }
+  inv_freq_ = inv_freq(config_.max_position_embeddings).to(device);
+
+  if (initialize) {
+    torch::NoGradGuard no_grad;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    for (auto& p : named_parameters(/*recurse=*/true)) {
+      const std::string& name = p.key();
+      torch::Tensor& t = p.value();
+      if (name.find("norm") != std::string::npos) {
+        t.fill_(1.0);
+      } else if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+        t.zero_();
+      } else {
+        auto w = torch::empty(t.sizes(), torch::kFloat32);
+        w.normal_(0.0, config_.initializer_range, gen);
+        if (name == "embed_tokens.weight" && config_.pad_token_id >= 0 && config_.pad_token_id < config_.vocab_size)
+          w[config_.pad_token_id].zero_();
+        t.copy_(w);
+      }
+    }
+  }
+}
+
+torch::Tensor LlamaModelImpl::inv_freq(int64_t seq_len) const {
+  const RopeScaling& s = config_.rope_scaling;
+  if (s.rope_type == "llama3") return llama3_inv_freq(config_);
+  if (s.rope_type == "linear") return base_inv_freq(config_.rope_theta, config_.head_dim) / s.factor;
+  if (s.rope_type == "dynamic") {
+    // NTK-aware: the base grows once the sequence exceeds max_position_embeddings. Unlike HF, which
+    // remembers the longest length seen, this depends only on the current forward's length.
+    const double max_pos = static_cast<double>(config_.max_position_embeddings);
+    const double len = std::max<double>(static_cast<double>(seq_len), max_pos);
+    const double dim = static_cast<double>(config_.head_dim);
+    const double base = config_.rope_theta * std::pow(s.factor * len / max_pos - (s.factor - 1), dim / (dim - 2));
+    return base_inv_freq(base, config_.head_dim);
+  }
+  return base_inv_freq(config_.rope_theta, config_.head_dim);
+}
+
+torch::Tensor LlamaModelImpl::position_ids_from_mask(const torch::Tensor& full_mask, int64_t new_tokens) {
+  auto m = full_mask.to(torch::kInt64);
+  auto pos = (m.cumsum(-1) - 1).clamp_min(0).masked_fill(m == 0, 0);
+  return pos.narrow(1, pos.size(1) - new_tokens, new_tokens);
+}
+
+KVCache LlamaModelImpl::make_cache(int64_t batch_size, int64_t max_length) const {
+  return KVCache(config_, batch_size, max_length, dtype_, device_);
+}
+
+torch::Tensor LlamaModelImpl::forward_hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                             KVCache* cache) {
+  LLM4DSR_CHECK(input_ids.dim() == 2, "LlamaModel: input_ids must be [batch, seq], got shape " << input_ids.sizes());
+  LLM4DSR_CHECK(input_ids.scalar_type() == torch::kInt64, "LlamaModel: input_ids must be int64, got " << input_ids.scalar_type());
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  LLM4DSR_CHECK(T > 0 && B > 0, "LlamaModel: empty input_ids " << input_ids.sizes());
+  const int64_t past = cache ? cache->length() : 0;
+  const int64_t S = past + T;
+
+  torch::Tensor full_mask;  // [B, S] int64 or undefined (= all ones)
+  if (cache) {
+    LLM4DSR_CHECK(cache->allocated() && cache->batch_size() == B && cache->num_layers() == config_.num_hidden_layers,
+                  "LlamaModel: the KV cache was made for " << cache->batch_size() << " rows and " << cache->num_layers()
+                                                           << " layers; this batch has " << B << " rows and the model "
+                                                           << config_.num_hidden_layers << " layers");
+    torch::Tensor new_mask;
+    if (!attention_mask.defined()) new_mask = torch::ones({B, T}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+    else if (attention_mask.size(-1) == T) new_mask = attention_mask;
+    else if (attention_mask.size(-1) == S) new_mask = attention_mask.narrow(1, past, T);
+    else LLM4DSR_THROW("LlamaModel: attention_mask has " << attention_mask.size(-1) << " columns; expected " << T
+                                                         << " (new tokens) or " << S << " (cached + new)");
+    LLM4DSR_CHECK(new_mask.dim() == 2 && new_mask.size(0) == B, "LlamaModel: attention_mask must be [" << B << ", "
+                                                                                                    << T << "], got " << new_mask.sizes());
+    full_mask = cache->append_mask(new_mask.to(device_, torch::kInt64));
+  } else if (attention_mask.defined()) {
+    LLM4DSR_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == B && attention_mask.size(1) == T,
+                  "LlamaModel: attention_mask must be [" << B << ", " << T << "] like input_ids, got " << attention_mask.sizes());
+    full_mask = attention_mask.to(device_, torch::kInt64);
+  }
+  const bool has_pads = full_mask.defined() && (full_mask == 0).any().item<bool>();
+
+  auto long_options = torch::TensorOptions().dtype(torch::kInt64).device(device_);
+  torch::Tensor position_ids = has_pads ? position_ids_from_mask(full_mask, T)
+                                        : torch::arange(past, S, long_options).unsqueeze(0).expand({B, T});
+
+  torch::Tensor freq = inv_freq_;
+  if (config_.rope_scaling.rope_type == "dynamic") {
+    const int64_t seq_len = position_ids.max().item<int64_t>() + 1;
+    if (seq_len > config_.max_position_embeddings) freq = inv_freq(seq_len).to(device_);
+  }
+  auto freqs = position_ids.unsqueeze(-1).to(torch::kFloat32) * freq;
+  auto emb = torch::cat({freqs, freqs}, -1);
+
+  AttentionContext ctx;
+  ctx.cos = emb.cos().to(dtype_);
+  ctx.sin = emb.sin().to(dtype_);
+  ctx.cache = cache;
+  if (!has_pads && past == 0) {
+    ctx.is_causal = true;
+  } else if (!(!has_pads && T == 1)) {
+    auto key_ok = full_mask.defined() ? (full_mask != 0).view({B, 1, 1, S})
+                                      : torch::ones({B, 1, 1, S}, torch::TensorOptions().dtype(torch::kBool).device(device_));
+    auto q_abs = torch::arange(past, S, long_options).view({1, 1, T, 1});
+    auto k_idx = torch::arange(0, S, long_options).view({1, 1, 1, S});
+    auto allowed = (k_idx <= q_abs).logical_and(key_ok);
+    // A pad query before the row's first token sees no key at all; let it see everything rather than
+    // produce NaN (its output is never used: no real token attends to a pad).
+    ctx.mask = allowed.logical_or(allowed.any(-1, /*keepdim=*/true).logical_not());
+  }
+
+  auto h = embed_tokens(input_ids.to(device_));
+  for (auto& layer : layer_list_) h = layer(h, ctx);
+  if (cache) cache->advance(T);
+  return norm(h);
+}
+
+torch::Tensor LlamaModelImpl::logits_from_hidden(const torch::Tensor& hidden, const torch::Tensor& positions) {
+  if (!positions.defined()) return torch::linear(hidden, lm_head_weight);
+  const int64_t B = hidden.size(0), T = hidden.size(1);
+  auto pos = positions.to(hidden.device(), torch::kInt64);
+  pos = torch::where(pos < 0, pos + T, pos);
+  LLM4DSR_CHECK(pos.numel() == 0 || (pos.min().item<int64_t>() >= 0 && pos.max().item<int64_t>() < T),
+                "LlamaModel: logits positions must lie in [-" << T << ", " << T << ")");
+  torch::Tensor selected;
+  if (pos.dim() == 1) {
+    selected = hidden.index_select(1, pos);
+  } else {
+    LLM4DSR_CHECK(pos.dim() == 2 && pos.size(0) == B, "LlamaModel: positions must be [K] or [" << B << ", K], got "
+                                                                                             << positions.sizes());
+    selected = hidden.gather(1, pos.unsqueeze(-1).expand({B, pos.size(1), hidden.size(2)}));
+  }
+  return torch::linear(selected, lm_head_weight);
+}
+
+torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                      KVCache* cache, const torch::Tensor& positions) {
+  return logits_from_hidden(forward_hidden(input_ids, attention_mask, cache), positions);
+}
+
+void LlamaModelImpl::to_device_dtype(torch::Device device, torch::Dtype dtype) {
+  torch::NoGradGuard no_grad;
+  to(device, dtype);
+  device_ = device;
+  dtype_ = dtype;
+  inv_freq_ = inv_freq_.to(device);
+  if (dtype == torch::kBFloat16 || dtype == torch::kFloat16)
+    for (auto& [name, proj] : projections())
+      if (proj->has_adapter()) {
+        proj->lora_A.set_data(proj->lora_A.to(torch::kFloat32));
+        proj->lora_B.set_data(proj->lora_B.to(torch::kFloat32));
+      }
+}
+
+std::vector<std::pair<std::string, LoraLinear>> LlamaModelImpl::projections() const {
+  std::vector<std::pair<std::string, LoraLinear>> out;
+  for (size_t i = 0; i < layer_list_.size(); ++i) {
+    const std::string prefix = "model.layers." + std::to_string(i) + ".";
+    const auto& a = layer_list_[i]->self_attn;
+    const auto& m = layer_list_[i]->mlp;
+    out.emplace_back(prefix + "self_attn.q_proj", a->q_proj);
+    out.emplace_back(prefix + "self_attn.k_proj", a->k_proj);
+    out.emplace_back(prefix + "self_attn.v_proj", a->v_proj);
+    out.emplace_back(prefix + "self_attn.o_proj", a->o_proj);
+    out.emplace_back(prefix + "mlp.gate_proj", m->gate_proj);
+    out.emplace_back(prefix + "mlp.up_proj", m->up_proj);
+    out.emplace_back(prefix + "mlp.down_proj", m->down_proj);
+  }
+  return out;
+}
+
+void LlamaModelImpl::add_lora(const LoraConfig& lora) {
+  lora.validate();
+  LLM4DSR_CHECK(!has_lora_, "LlamaModel: LoRA adapters are already present; remove_lora() first");
+  auto targets = projections();
+  std::vector<LoraLinear> chosen;
+  for (size_t k = 0; k < targets.size(); ++k)
+    if (lora.matches(targets[k].first, static_cast<int64_t>(k / 7))) chosen.push_back(targets[k].second);
+  LLM4DSR_CHECK(!chosen.empty(), "LlamaModel: LoRA target modules match no projection of the model");
+  for (auto& p : parameters(/*recurse=*/true)) p.set_requires_grad(false);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(lora.seed);
+  for (auto& proj : chosen) proj->add_adapter(lora.r, lora.alpha, lora.dropout, lora.use_rslora, gen);
+  lora_config_ = lora;
+  has_lora_ = true;
+}
+
+void LlamaModelImpl::remove_lora() {
+  for (auto& [name, proj] : projections()) proj->remove_adapter();
+  for (auto& p : parameters(/*recurse=*/true)) p.set_requires_grad(true);
+  has_lora_ = false;
+  lora_config_ = LoraConfig();
+}
+
+void LlamaModelImpl::merge_lora() {
+  LLM4DSR_CHECK(has_lora_, "LlamaModel: merge_lora() without LoRA adapters");
+  for (auto& [name, proj] : projections())
+    if (proj->has_adapter()) proj->merge();
+}
+
+void LlamaModelImpl::unmerge_lora() {
+  for (auto& [name, proj] : projections())
+    if (proj->has_adapter()) proj->unmerge();
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaModelImpl::lora_state() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& [name, proj] : projections())
+    if (proj->has_adapter()) {
+      out.emplace_back("base_model.model." + name + ".lora_A.weight", proj->lora_A);
+      out.emplace_back("base_model.model." + name + ".lora_B.weight", proj->lora_B);
+    }
+  return out;
+}
+
+std::vector<torch::Tensor> LlamaModelImpl::lora_parameters() const {
+  std::vector<torch::Tensor> out;
+  for (auto& [name, t] : lora_state()) out.push_back(t);
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaModelImpl::hf_state() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : named_parameters(/*recurse=*/true)) {
+    const std::string& name = p.key();
+    if (name.find(".lora_A.") != std::string::npos || name.find(".lora_B.") != std::string::npos) continue;
+    out.emplace_back(name.rfind("lm_head.", 0) == 0 ? name : "model." + name, p.value());
+  }
+  return out;
+}
+
+}  // namespace llm4dsr

@@ -1,0 +1,376 @@
+#include <cmath>
+#include <filesystem>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <nlohmann/json.hpp>
+
+#include "llm4dsr/error.h"
+#include "llm4dsr/io/hf_checkpoint.h"
+#include "llm4dsr/io/peft_adapter.h"
+#include "llm4dsr/io/safetensors.h"
+#include "llm4dsr/model/config.h"
+#include "llm4dsr/model/kv_cache.h"
+#include "llm4dsr/model/llama_model.h"
+#include "llm4dsr/model/lora.h"
+#include "test_support.h"
+#include "torch_catch.h"
+
+using llm4dsr::Error;
+using llm4dsr::KVCache;
+using llm4dsr::LlamaModel;
+using llm4dsr::LoraConfig;
+using llm4dsr::ModelConfig;
+using llm4dsr::testing::TempDir;
+namespace io = llm4dsr::io;
+
+namespace {
+
+ModelConfig tiny_config(bool tied = false) {
+  ModelConfig c = ModelConfig::preset("tiny", 97);
+  c.num_hidden_layers = 2;
+  c.tie_word_embeddings = tied;
+  return c;
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+}  // namespace
+
+TEST_CASE("ModelConfig reads the config.json variants of real checkpoints", "[model]") {
+  // transformers 4.x style: rope_scaling with "type", no num_key_value_heads / head_dim, eos list.
+  auto c = ModelConfig::from_json(R"({"model_type":"llama","vocab_size":100,"hidden_size":64,"intermediate_size":128,
+      "num_hidden_layers":2,"num_attention_heads":4,"rope_theta":500000.0,
+      "rope_scaling":{"type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+                      "original_max_position_embeddings":8192},
+      "torch_dtype":"bfloat16","eos_token_id":[5,6],"bos_token_id":4,"tie_word_embeddings":true})");
+  CHECK(c.num_key_value_heads == 4);
+  CHECK(c.head_dim == 16);
+  CHECK(c.rope_theta == 500000.0);
+  CHECK(c.rope_scaling.rope_type == "llama3");
+  CHECK(c.rope_scaling.factor == 8.0);
+  CHECK(c.rope_scaling.original_max_position_embeddings == 8192);
+  CHECK(c.torch_dtype == "bfloat16");
+  CHECK(c.eos_token_ids == std::vector<int64_t>{5, 6});
+  CHECK(c.tie_word_embeddings);
+
+  // transformers 5.x style: rope_parameters holding rope_theta, "dtype", head_dim null.
+  auto d = ModelConfig::from_json(R"({"vocab_size":100,"hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+      "num_attention_heads":4,"num_key_value_heads":2,"head_dim":null,"dtype":"float16","eos_token_id":2,
+      "rope_parameters":{"rope_type":"linear","factor":2.0,"rope_theta":1000.0}})");
+  CHECK(d.num_key_value_heads == 2);
+  CHECK(d.head_dim == 16);
+  CHECK(d.rope_theta == 1000.0);
+  CHECK(d.rope_scaling.rope_type == "linear");
+  CHECK(d.rope_scaling.factor == 2.0);
+  CHECK(d.torch_dtype == "float16");
+  CHECK(d.eos_token_ids == std::vector<int64_t>{2});
+  CHECK_FALSE(d.tie_word_embeddings);
+
+  // to_json -> from_json keeps every field.
+  auto e = ModelConfig::from_json(c.to_json());
+  CHECK(e.vocab_size == c.vocab_size);
+  CHECK(e.num_key_value_heads == c.num_key_value_heads);
+  CHECK(e.rope_scaling.rope_type == "llama3");
+  CHECK(e.rope_scaling.low_freq_factor == c.rope_scaling.low_freq_factor);
+  CHECK(e.rope_theta == c.rope_theta);
+  CHECK(e.eos_token_ids == c.eos_token_ids);
+  CHECK(e.tie_word_embeddings);
+  auto j = nlohmann::json::parse(c.to_json());
+  CHECK(j["model_type"] == "llama");
+  CHECK(j["architectures"][0] == "LlamaForCausalLM");
+
+  CHECK_THROWS_WITH(ModelConfig::from_json(R"({"vocab_size":100})", "x/config.json"),
+                    Catch::Contains("x/config.json") && Catch::Contains("hidden_size"));
+  CHECK_THROWS_WITH(ModelConfig::from_json(R"({"model_type":"gpt2"})"), Catch::Contains("gpt2"));
+  CHECK_THROWS_WITH(ModelConfig::from_json(R"({"vocab_size":100,"hidden_size":64,"intermediate_size":128,
+      "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":3})"), Catch::Contains("multiple of num_key_value_heads"));
+  CHECK_THROWS_WITH(ModelConfig::from_json(R"({"vocab_size":100,"hidden_size":64,"intermediate_size":128,
+      "num_hidden_layers":2,"num_attention_heads":4,"rope_scaling":{"type":"yarn","factor":2}})"), Catch::Contains("yarn"));
+  CHECK_THROWS_WITH(ModelConfig::from_json("{nope"), Catch::Contains("not valid JSON"));
+  CHECK_THROWS_WITH(ModelConfig::preset("huge"), Catch::Contains("huge"));
+  CHECK(ModelConfig::preset("small", 1000).vocab_size == 1000);
+}
+
+TEST_CASE("RMSNorm matches a hand computation", "[model]") {
+  llm4dsr::RMSNorm norm(4, 1e-6, torch::TensorOptions());
+  norm->weight.data().copy_(torch::tensor({1.0f, 2.0f, 0.5f, -1.0f}));
+  auto x = torch::tensor({{1.0f, 2.0f, 3.0f, 4.0f}});
+  const double rms = std::sqrt((1 + 4 + 9 + 16) / 4.0 + 1e-6);
+  auto expected = torch::tensor({{1.0f / rms * 1.0, 2.0f / rms * 2.0, 3.0f / rms * 0.5, 4.0f / rms * -1.0}}, torch::kFloat32);
+  CHECK(max_diff(norm(x), expected) < 1e-6);
+}
+
+TEST_CASE("LlamaModel: seeded init, logits at positions, padding and KV cache", "[model]") {
+  torch::NoGradGuard no_grad;
+  const ModelConfig config = tiny_config();
+  LlamaModel model(config, torch::kCPU, torch::kFloat32, /*seed=*/7);
+  model->eval();
+  LlamaModel same(config, torch::kCPU, torch::kFloat32, /*seed=*/7);
+  LlamaModel other(config, torch::kCPU, torch::kFloat32, /*seed=*/8);
+  CHECK(torch::equal(model->embed_tokens->weight, same->embed_tokens->weight));
+  CHECK_FALSE(torch::equal(model->embed_tokens->weight, other->embed_tokens->weight));
+  // HF initialisation: normal(0, 0.02) weights, unit norms.
+  CHECK(std::abs(model->embed_tokens->weight.std().item<double>() - 0.02) < 0.002);
+  CHECK(torch::equal(model->norm->weight, torch::ones({config.hidden_size})));
+
+  auto ids = torch::randint(0, config.vocab_size, {2, 9}, torch::kInt64);
+  auto logits = model(ids);
+  REQUIRE(logits.sizes() == torch::IntArrayRef({2, 9, config.vocab_size}));
+
+  SECTION("causality: a prefix gives the same logits as the full sequence's first positions") {
+    auto prefix = model(ids.narrow(1, 0, 5));
+    CHECK(max_diff(prefix, logits.narrow(1, 0, 5)) < 1e-5);
+  }
+  SECTION("logits only at requested positions") {
+    auto last = model(ids, torch::Tensor(), nullptr, torch::tensor({-1}, torch::kInt64));
+    CHECK(max_diff(last.squeeze(1), logits.select(1, 8)) < 1e-6);
+    auto per_row = model(ids, torch::Tensor(), nullptr, torch::tensor({{0, 3}, {8, 1}}, torch::kInt64));
+    CHECK(max_diff(per_row[0][1], logits[0][3]) < 1e-6);
+    CHECK(max_diff(per_row[1][0], logits[1][8]) < 1e-6);
+    CHECK_THROWS_AS(model(ids, torch::Tensor(), nullptr, torch::tensor({9}, torch::kInt64)), Error);
+  }
+  SECTION("left-padded rows equal their unpadded runs") {
+    // Row 0: 9 tokens; row 1: 3 pads then 6 tokens.
+    auto mask = torch::ones({2, 9}, torch::kInt64);
+    mask[1].narrow(0, 0, 3).zero_();
+    auto padded = ids.clone();
+    padded[1].narrow(0, 0, 3).fill_(0);
+    auto out = model(padded, mask);
+    CHECK(max_diff(out[0], logits[0]) < 1e-5);
+    auto alone = model(ids[1].narrow(0, 3, 6).unsqueeze(0));
+    CHECK(max_diff(out[1].narrow(0, 3, 6), alone[0]) < 1e-5);
+    CHECK_FALSE(torch::isnan(out).any().item<bool>());
+    auto pos = llm4dsr::LlamaModelImpl::position_ids_from_mask(mask, 9);
+    CHECK(torch::equal(pos[1], torch::tensor({0, 0, 0, 0, 1, 2, 3, 4, 5}, torch::kInt64)));
+  }
+  SECTION("KV-cache decoding equals a full forward, with and without padding") {
+    auto mask = torch::ones({2, 9}, torch::kInt64);
+    mask[0].narrow(0, 0, 2).zero_();
+    auto full = model(ids, mask);
+    KVCache cache = model->make_cache(2, 16);
+    // Prompt of 5 (HF-style full mask), then one token at a time with the new tokens' mask only.
+    auto first = model(ids.narrow(1, 0, 5), mask.narrow(1, 0, 5), &cache);
+    CHECK(cache.length() == 5);
+    CHECK(max_diff(first.narrow(1, 2, 3), full.narrow(1, 2, 3)) < 1e-5);
+    for (int64_t t = 5; t < 9; ++t) {
+      auto step = model(ids.narrow(1, t, 1), torch::ones({2, 1}, torch::kInt64), &cache);
+      CHECK(max_diff(step.squeeze(1), full.select(1, t)) < 1e-5);
+    }
+    CHECK(cache.length() == 9);
+    // Storage was reserved once: the same buffers after decoding.
+    const void* before = cache.mask().data_ptr();
+    cache.reset();
+    auto again = model(ids, mask, &cache);
+    CHECK(cache.mask().data_ptr() == before);
+    CHECK(max_diff(again.narrow(1, 2, 7), full.narrow(1, 2, 7)) < 1e-5);
+    auto over = model->make_cache(2, 4);
+    CHECK_THROWS_WITH(model(ids, torch::Tensor(), &over), Catch::Contains("exceed max_length"));
+  }
+  SECTION("reordering the cache reorders the continuation") {
+    KVCache cache = model->make_cache(2, 12);
+    model(ids.narrow(1, 0, 8), torch::Tensor(), &cache);
+    cache.reorder(torch::tensor({1, 0}, torch::kInt64));
+    auto step = model(ids.narrow(1, 8, 1).flip(0), torch::Tensor(), &cache);
+    CHECK(max_diff(step.squeeze(1), logits.select(1, 8).flip(0)) < 1e-5);
+  }
+  SECTION("bf16 on CPU stays close to fp32") {
+    LlamaModel half(config, torch::kCPU, torch::kBFloat16, 7);
+    auto lb = half(ids).to(torch::kFloat32);
+    CHECK(lb.scalar_type() == torch::kFloat32);
+    CHECK(max_diff(lb, logits) < 0.02);  // logits are O(0.1): bf16 keeps ~2-3 digits
+  }
+}
+
+TEST_CASE("rope scaling: linear equals positions divided by the factor", "[model]") {
+  torch::NoGradGuard no_grad;
+  ModelConfig c = tiny_config();
+  ModelConfig lin = c;
+  lin.rope_scaling.rope_type = "linear";
+  lin.rope_scaling.factor = 2.0;
+  LlamaModel a(c, torch::kCPU, torch::kFloat32, 3), b(lin, torch::kCPU, torch::kFloat32, 3);
+  auto ids = torch::randint(0, c.vocab_size, {1, 6}, torch::kInt64);
+  CHECK(max_diff(a(ids.narrow(1, 0, 1)), b(ids.narrow(1, 0, 1))) < 1e-6);  // position 0 is unrotated
+  CHECK(max_diff(a(ids), b(ids)) > 1e-4);
+}
+
+TEST_CASE("LoRA: zero B is a no-op, the forward follows the formula, merge/unmerge", "[model][lora]") {
+  torch::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  llm4dsr::LoraLinear lin(6, 5, /*bias=*/true, torch::TensorOptions());
+  lin->weight.normal_();
+  lin->bias.normal_();
+  auto x = torch::randn({3, 6});
+  auto base = lin(x);
+  lin->add_adapter(2, 16.0, 0.0, /*use_rslora=*/false, gen);
+  CHECK(lin->lora_A.sizes() == torch::IntArrayRef({2, 6}));
+  CHECK(lin->lora_B.sizes() == torch::IntArrayRef({5, 2}));
+  CHECK(lin->lora_A.abs().max().item<double>() <= 1.0 / std::sqrt(6.0));
+  CHECK(lin->lora_A.abs().max().item<double>() > 0.0);
+  CHECK(torch::equal(lin(x), base));
+  lin->lora_B.normal_();
+  auto expected = base + 8.0 * torch::matmul(torch::matmul(x, lin->lora_A.t()), lin->lora_B.t());
+  CHECK(max_diff(lin(x), expected) < 1e-5);
+  const auto w0 = lin->weight.clone();
+  lin->merge();
+  CHECK(max_diff(lin(x), expected) < 1e-5);
+  CHECK_FALSE(torch::equal(lin->weight, w0));
+  lin->unmerge();
+  CHECK(max_diff(lin->weight, w0) < 1e-6);
+  CHECK(max_diff(lin(x), expected) < 1e-5);
+  auto names = lin->named_parameters().keys();
+  CHECK(std::find(names.begin(), names.end(), "lora_A.weight") != names.end());
+  lin->remove_adapter();
+  CHECK(max_diff(lin(x), base) < 1e-6);  // merge + unmerge round off in the last bit
+
+  LoraConfig rs;
+  rs.r = 4;
+  rs.alpha = 8;
+  rs.use_rslora = true;
+  CHECK(rs.scaling() == Approx(4.0));
+  rs.use_rslora = false;
+  CHECK(rs.scaling() == Approx(2.0));
+}
+
+TEST_CASE("LlamaModel LoRA: targets, freezing, gradients, merge", "[model][lora]") {
+  const ModelConfig config = tiny_config(/*tied=*/true);
+  LlamaModel model(config, torch::kCPU, torch::kFloat32, 5);
+  model->eval();
+  auto ids = torch::randint(0, config.vocab_size, {2, 7}, torch::kInt64);
+  torch::Tensor base;
+  {
+    torch::NoGradGuard g;
+    base = model(ids);
+  }
+  LoraConfig lc;  // q_proj, v_proj
+  lc.dropout = 0.0;
+  model->add_lora(lc);
+  auto state = model->lora_state();
+  CHECK(state.size() == 2u * 2 * config.num_hidden_layers);
+  CHECK(state[0].first == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+  CHECK(state[3].first == "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight");
+  CHECK(model->hf_state().size() == 2 + 9u * config.num_hidden_layers);  // adapters excluded, lm_head tied
+  {
+    torch::NoGradGuard g;
+    CHECK(torch::equal(model(ids), base));
+  }
+  // Only adapters train, and the gradient reaches A once B is non-zero.
+  int trainable = 0;
+  for (auto& p : model->parameters()) trainable += p.requires_grad();
+  CHECK(trainable == static_cast<int>(state.size()));
+  {
+    torch::NoGradGuard g;
+    for (auto& [name, t] : state)
+      if (name.find("lora_B") != std::string::npos) t.normal_(0, 0.1);
+  }
+  model(ids).sum().backward();
+  for (auto& [name, t] : state) {
+    INFO(name);
+    REQUIRE(t.grad().defined());
+    CHECK(t.grad().abs().sum().item<double>() > 0);
+  }
+  CHECK_FALSE(model->embed_tokens->weight.grad().defined());
+
+  torch::NoGradGuard g;
+  auto adapted = model(ids);
+  CHECK(max_diff(adapted, base) > 1e-3);
+  model->merge_lora();
+  CHECK(max_diff(model(ids), adapted) < 1e-5);
+  model->unmerge_lora();
+  CHECK(max_diff(model(ids), adapted) < 1e-5);
+  CHECK_THROWS_AS(model->add_lora(lc), Error);
+  model->remove_lora();
+  CHECK(max_diff(model(ids), base) < 1e-6);
+
+  LoraConfig all;
+  all.target_modules = {"all-linear"};
+  all.layers_to_transform = {1};
+  model->add_lora(all);
+  CHECK(model->lora_state().size() == 2u * 7);
+  CHECK(model->lora_state()[0].first.find("layers.1.") != std::string::npos);
+  model->remove_lora();
+  LoraConfig bad;
+  bad.target_modules = {"lm_head"};
+  CHECK_THROWS_AS(model->add_lora(bad), Error);
+  LoraConfig re;
+  re.target_regex = R"(model\.layers\.0\.mlp\.(up|down)_proj)";
+  model->add_lora(re);
+  CHECK(model->lora_state().size() == 4u);
+}
+
+TEST_CASE("HF checkpoint and PEFT adapter folders round trip; bad weights are named", "[model][checkpoint]") {
+  torch::NoGradGuard no_grad;
+  TempDir dir;
+  for (bool tied : {false, true}) {
+    const ModelConfig config = tiny_config(tied);
+    LlamaModel model(config, torch::kCPU, torch::kFloat32, 11);
+    model->eval();
+    const std::string folder = dir.file(tied ? "tied" : "untied");
+    io::save_hf_checkpoint(model, folder);
+    io::SafetensorsFile st(folder + "/model.safetensors");
+    CHECK(st.contains("model.layers.1.mlp.down_proj.weight"));
+    CHECK(st.contains("lm_head.weight") == !tied);
+    auto loaded = io::load_hf_checkpoint(folder);
+    auto ids = torch::randint(0, config.vocab_size, {2, 6}, torch::kInt64);
+    CHECK(torch::equal(loaded(ids), model(ids)));
+    auto as_bf16 = io::load_hf_checkpoint(folder, torch::kCPU, torch::kBFloat16);
+    CHECK(as_bf16->embed_tokens->weight.scalar_type() == torch::kBFloat16);
+
+    LoraConfig lc;
+    lc.target_modules = {"q_proj", "k_proj", "down_proj"};
+    lc.r = 4;
+    lc.alpha = 8;
+    lc.use_rslora = tied;
+    model->add_lora(lc);
+    for (auto& [name, t] : model->lora_state()) t.normal_(0, 0.05);
+    io::save_peft_adapter(model, folder + "/adapter", "tiny-base");
+    auto cfg = nlohmann::json::parse(std::ifstream(folder + "/adapter/adapter_config.json"));
+    CHECK(cfg["peft_type"] == "LORA");
+    CHECK(cfg["task_type"] == "CAUSAL_LM");
+    CHECK(cfg["r"] == 4);
+    CHECK(cfg["use_rslora"] == tied);
+    io::load_peft_adapter(loaded, folder + "/adapter");
+    CHECK(max_diff(loaded(ids), model(ids)) < 1e-6);
+    CHECK(max_diff(loaded(ids), io::load_hf_checkpoint(folder)(ids)) > 1e-4);
+  }
+
+  // Malformed weights: each error names the key (and shapes).
+  const ModelConfig config = tiny_config(false);
+  LlamaModel model(config, torch::kCPU, torch::kFloat32, 1);
+  auto good = model->hf_state();
+  auto as_map = [&] {
+    std::map<std::string, torch::Tensor> m;
+    for (auto& [k, v] : good) m.emplace(k, v.clone());
+    return m;
+  };
+  auto w = as_map();
+  w.erase("model.layers.1.self_attn.k_proj.weight");
+  CHECK_THROWS_WITH(io::load_hf_weights(model, w, "ckpt"), Catch::Contains("model.layers.1.self_attn.k_proj.weight") &&
+                                                                Catch::Contains("missing"));
+  w = as_map();
+  w["model.norm.weight"] = torch::ones({3});
+  CHECK_THROWS_WITH(io::load_hf_weights(model, w, "ckpt"),
+                    Catch::Contains("model.norm.weight") && Catch::Contains("[3]") && Catch::Contains("[64]"));
+  w = as_map();
+  w["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch::ones({8});
+  CHECK_NOTHROW(io::load_hf_weights(model, w, "ckpt"));
+  w["model.extra.weight"] = torch::ones({1});
+  CHECK_THROWS_WITH(io::load_hf_weights(model, w, "ckpt"), Catch::Contains("model.extra.weight"));
+
+  // A PEFT file missing one adapter tensor leaves the model without adapters.
+  model->add_lora(LoraConfig());
+  io::save_peft_adapter(model, dir.file("adapter"));
+  model->remove_lora();
+  auto tensors = io::load_safetensors(dir.file("adapter/adapter_model.safetensors"));
+  std::vector<std::pair<std::string, torch::Tensor>> fewer;
+  for (auto& [k, v] : tensors)
+    if (k.find("layers.1.self_attn.v_proj.lora_B") == std::string::npos) fewer.emplace_back(k, v);
+  io::save_safetensors(dir.file("adapter/adapter_model.safetensors"), fewer);
+  CHECK_THROWS_WITH(io::load_peft_adapter(model, dir.file("adapter")),
+                    Catch::Contains("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight"));
+  CHECK_FALSE(model->has_lora());
+  dir.write("adapter/adapter_config.json", R"({"r":8,"lora_alpha":16,"target_modules":["q_proj"],"use_dora":true})");
+  CHECK_THROWS_WITH(io::load_peft_adapter(model, dir.file("adapter")), Catch::Contains("use_dora"));
+}
