@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.h"
+#include "torch_bindings.h"
 #include "llm4dsr/error.h"
 #include "llm4dsr/io/hf_checkpoint.h"
 #include "llm4dsr/io/peft_adapter.h"
@@ -21,45 +22,6 @@ namespace py = pybind11;
 namespace llm4dsr::bindings {
 
 namespace {
-
-torch::Dtype parse_dtype(const std::string& name) {
-  if (name == "float32" || name == "float" || name == "fp32") return torch::kFloat32;
-  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
-  if (name == "float16" || name == "half" || name == "fp16") return torch::kFloat16;
-  if (name == "float64" || name == "double") return torch::kFloat64;
-  LLM4DSR_THROW("unknown dtype '" << name << "' (expected float32, bfloat16, float16 or float64)");
-}
-
-std::string dtype_name(torch::Dtype dtype) {
-  switch (dtype) {
-    case torch::kFloat32: return "float32";
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kFloat16: return "float16";
-    case torch::kFloat64: return "float64";
-    default: return c10::toString(dtype);
-  }
-}
-
-torch::Device parse_device(const std::string& name) {
-  try {
-    return torch::Device(name);
-  } catch (const c10::Error&) {
-    LLM4DSR_THROW("unknown device '" << name << "' (expected e.g. cpu, cuda, cuda:1)");
-  }
-}
-
-// A torch tensor as is, or anything numpy can turn into an integer array (lists, numpy arrays).
-torch::Tensor int64_tensor(const py::handle& obj, const char* what) {
-  if (THPVariable_Check(obj.ptr())) {
-    torch::Tensor t = THPVariable_Unpack(obj.ptr());
-    LLM4DSR_CHECK(!t.is_floating_point() && !t.is_complex(), what << " must hold integers, got " << t.scalar_type());
-    return t.to(torch::kInt64);
-  }
-  auto arr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(obj);
-  LLM4DSR_CHECK(arr, what << " must be a torch tensor or an integer array, got " << std::string(py::str(obj.attr("__class__").attr("__name__"))));
-  std::vector<int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
-  return torch::from_blob(const_cast<int64_t*>(arr.data()), shape, torch::kInt64).clone();
-}
 
 torch::Tensor optional_int64(const py::object& obj, const char* what) {
   return obj.is_none() ? torch::Tensor() : int64_tensor(obj, what);
@@ -77,13 +39,6 @@ torch::Tensor mask_like(const py::object& obj, const torch::Tensor& ids) {
   if (m.defined() && m.dim() == 1) m = m.unsqueeze(0);
   return m;
 }
-
-struct PyLlamaModel {
-  LlamaModel model{nullptr};
-
-  torch::Device device() const { return model->device(); }
-  torch::Tensor on_device(const torch::Tensor& t) const { return t.defined() ? t.to(device()) : t; }
-};
 
 }  // namespace
 

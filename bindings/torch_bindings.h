@@ -1,0 +1,66 @@
+// Helpers shared by the binding translation units that pass torch tensors (they include
+// <torch/extension.h>, which is heavy: keep such units few).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <pybind11/numpy.h>
+
+#include <string>
+#include <vector>
+
+#include "llm4dsr/error.h"
+#include "llm4dsr/model/llama_model.h"
+
+namespace llm4dsr::bindings {
+
+namespace py = pybind11;
+
+inline torch::Dtype parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "float" || name == "fp32") return torch::kFloat32;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (name == "float16" || name == "half" || name == "fp16") return torch::kFloat16;
+  if (name == "float64" || name == "double") return torch::kFloat64;
+  LLM4DSR_THROW("unknown dtype '" << name << "' (expected float32, bfloat16, float16 or float64)");
+}
+
+inline std::string dtype_name(torch::Dtype dtype) {
+  switch (dtype) {
+    case torch::kFloat32: return "float32";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat16: return "float16";
+    case torch::kFloat64: return "float64";
+    default: return c10::toString(dtype);
+  }
+}
+
+inline torch::Device parse_device(const std::string& name) {
+  try {
+    return torch::Device(name);
+  } catch (const c10::Error&) {
+    LLM4DSR_THROW("unknown device '" << name << "' (expected e.g. cpu, cuda, cuda:1)");
+  }
+}
+
+// A torch tensor as is, or anything numpy can turn into an integer array (lists, numpy arrays).
+inline torch::Tensor int64_tensor(const py::handle& obj, const char* what) {
+  if (THPVariable_Check(obj.ptr())) {
+    torch::Tensor t = THPVariable_Unpack(obj.ptr());
+    LLM4DSR_CHECK(!t.is_floating_point() && !t.is_complex(), what << " must hold integers, got " << t.scalar_type());
+    return t.to(torch::kInt64);
+  }
+  auto arr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(obj);
+  LLM4DSR_CHECK(arr, what << " must be a torch tensor or an integer array, got " << std::string(py::str(obj.attr("__class__").attr("__name__"))));
+  std::vector<int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
+  return torch::from_blob(const_cast<int64_t*>(arr.data()), shape, torch::kInt64).clone();
+}
+
+// The Python-side handle of a LlamaModel (shared by bind_model and bind_train).
+struct PyLlamaModel {
+  LlamaModel model{nullptr};
+
+  torch::Device device() const { return model->device(); }
+  torch::Tensor on_device(const torch::Tensor& t) const { return t.defined() ? t.to(device()) : t; }
+};
+
+}  // namespace llm4dsr::bindings

@@ -1,0 +1,373 @@
+#include "llm4dsr/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <ATen/core/Generator.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <torch/serialize.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+
+#include "internal/random.h"
+#include "llm4dsr/data/writers.h"
+#include "llm4dsr/error.h"
+
+namespace llm4dsr {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int64_t kIgnoreIndex = -100;
+
+// bf16 autocast on the model's device for the guard's lifetime (restores the previous setting).
+class AutocastGuard {
+ public:
+  AutocastGuard(bool enabled, at::DeviceType device) : enabled_(enabled), device_(device) {
+    if (!enabled_) return;
+    previous_enabled_ = at::autocast::is_autocast_enabled(device_);
+    previous_dtype_ = at::autocast::get_autocast_dtype(device_);
+    at::autocast::set_autocast_enabled(device_, true);
+    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
+  }
+  ~AutocastGuard() {
+    if (!enabled_) return;
+    at::autocast::set_autocast_enabled(device_, previous_enabled_);
+    at::autocast::set_autocast_dtype(device_, previous_dtype_);
+    at::autocast::clear_cache();
+  }
+
+ private:
+  bool enabled_;
+  at::DeviceType device_;
+  bool previous_enabled_ = false;
+  at::ScalarType previous_dtype_ = at::kBFloat16;
+};
+
+void check_example(const TrainingExample& e, size_t index) {
+  LLM4DSR_CHECK(!e.input_ids.empty(), "training example " << index << " is empty");
+  LLM4DSR_CHECK(e.labels.size() == e.input_ids.size(), "training example " << index << " has " << e.labels.size()
+                                                                            << " labels for " << e.input_ids.size()
+                                                                            << " input ids");
+}
+
+// Labelled tokens of an example after the causal shift: positions t >= 1 with labels[t] != -100.
+int64_t labelled_tokens(const TrainingExample& e) {
+  int64_t n = 0;
+  for (size_t t = 1; t < e.labels.size(); ++t) n += e.labels[t] != kIgnoreIndex;
+  return n;
+}
+
+// Cuts `ids` (indices into examples) into micro-batches of similar length: sorting by length first
+// keeps padding small; the order inside a step does not change the step's loss or gradient.
+std::vector<std::vector<const TrainingExample*>> bucket(const std::vector<TrainingExample>& examples,
+                                                        std::vector<int64_t> ids, int64_t micro_batch_size) {
+  std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) {
+    return examples[a].input_ids.size() < examples[b].input_ids.size();
+  });
+  std::vector<std::vector<const TrainingExample*>> out;
+  for (size_t i = 0; i < ids.size(); i += micro_batch_size) {
+    std::vector<const TrainingExample*> mb;
+    for (size_t j = i; j < std::min(ids.size(), i + static_cast<size_t>(micro_batch_size)); ++j) mb.push_back(&examples[ids[j]]);
+    out.push_back(std::move(mb));
+  }
+  return out;
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", long(s / 3600), long(s / 60 % 60));
+  else std::snprintf(buf, sizeof buf, "%ldm%02lds", long(s / 60), long(s % 60));
+  return buf;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> trainable_parameters(LlamaModel& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : model->named_parameters(/*recurse=*/true)) {
+    if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
+at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
+
+}  // namespace
+
+LossSum causal_lm_loss_sum(LlamaModel& model, const std::vector<const TrainingExample*>& batch, int64_t pad_token_id) {
+  LLM4DSR_CHECK(!batch.empty(), "causal_lm_loss_sum needs a non-empty batch");
+  int64_t max_len = 0;
+  for (const auto* e : batch) max_len = std::max<int64_t>(max_len, e->input_ids.size());
+  const int64_t B = batch.size();
+  // Right padding: a real token only attends to earlier positions, all of them real, so the plain
+  // causal mask is exact and the fast causal attention path applies.
+  std::vector<int64_t> ids(B * max_len, pad_token_id);
+  std::vector<int64_t> rows, targets;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& e = *batch[b];
+    std::copy(e.input_ids.begin(), e.input_ids.end(), ids.begin() + b * max_len);
+    for (size_t t = 1; t < e.labels.size(); ++t) {
+      if (e.labels[t] == kIgnoreIndex) continue;
+      LLM4DSR_CHECK(e.labels[t] >= 0 && e.labels[t] < model->config().vocab_size,
+                    "label " << e.labels[t] << " outside the vocabulary (0.." << model->config().vocab_size - 1 << ")");
+      rows.push_back(b * max_len + static_cast<int64_t>(t) - 1);
+      targets.push_back(e.labels[t]);
+    }
+  }
+  const auto device = model->device();
+  // Copies, not views of the local vectors: autograd keeps the indices for the backward pass.
+  auto input = torch::tensor(ids, torch::kInt64).view({B, max_len}).to(device);
+  LossSum out;
+  out.tokens = static_cast<int64_t>(targets.size());
+  torch::Tensor hidden = model->forward_hidden(input);
+  if (out.tokens == 0) {
+    out.sum = hidden.sum().to(torch::kFloat32) * 0.0;  // keeps the graph connected, contributes nothing
+    return out;
+  }
+  auto row_index = torch::tensor(rows, torch::kInt64).to(device);
+  auto target = torch::tensor(targets, torch::kInt64).to(device);
+  auto selected = hidden.reshape({-1, hidden.size(-1)}).index_select(0, row_index).unsqueeze(0);
+  auto logits = model->logits_from_hidden(selected).squeeze(0).to(torch::kFloat32);
+  out.sum = torch::nn::functional::cross_entropy(
+      logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  return out;
+}
+
+std::vector<TrainingExample> make_lm_examples(const std::vector<std::vector<int64_t>>& encoded_texts,
+                                              int64_t eos_token_id, int64_t block_size) {
+  LLM4DSR_CHECK(block_size >= 2, "block_size must be >= 2, got " << block_size);
+  std::vector<int64_t> stream;
+  for (const auto& t : encoded_texts) {
+    stream.insert(stream.end(), t.begin(), t.end());
+    stream.push_back(eos_token_id);
+  }
+  std::vector<TrainingExample> out;
+  for (size_t i = 0; i < stream.size(); i += block_size) {
+    const size_t end = std::min(stream.size(), i + static_cast<size_t>(block_size));
+    if (end - i < 2) break;
+    TrainingExample e;
+    e.input_ids.assign(stream.begin() + i, stream.begin() + end);
+    e.labels = e.input_ids;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+Trainer::Trainer(LlamaModel model, TrainerOptions options) : model_(std::move(model)), options_(std::move(options)) {
+  LLM4DSR_CHECK(options_.micro_batch_size > 0, "micro_batch_size must be > 0, got " << options_.micro_batch_size);
+  LLM4DSR_CHECK(options_.gradient_accumulation_steps > 0,
+                "gradient_accumulation_steps must be > 0, got " << options_.gradient_accumulation_steps);
+  LLM4DSR_CHECK(options_.num_epochs > 0 || options_.max_steps > 0, "num_epochs or max_steps must be > 0");
+  LLM4DSR_CHECK(options_.learning_rate > 0, "learning_rate must be > 0, got " << options_.learning_rate);
+  LLM4DSR_CHECK(options_.lr_scheduler == "cosine" || options_.lr_scheduler == "linear" ||
+                    options_.lr_scheduler == "constant",
+                "lr_scheduler must be cosine, linear or constant, got '" << options_.lr_scheduler << "'");
+  LLM4DSR_CHECK(options_.warmup_ratio >= 0 && options_.warmup_ratio < 1,
+                "warmup_ratio must be in [0, 1), got " << options_.warmup_ratio);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::set_progress_callback(std::function<void(const TrainerProgress&)> callback) {
+  callback_ = std::move(callback);
+}
+
+int64_t Trainer::total_steps(int64_t num_examples) const {
+  const int64_t per_step = options_.micro_batch_size * options_.gradient_accumulation_steps;
+  const int64_t per_epoch = (num_examples + per_step - 1) / per_step;
+  int64_t total = per_epoch * std::max<int64_t>(options_.num_epochs, 1);
+  if (options_.max_steps > 0) total = options_.num_epochs > 0 ? std::min(total, options_.max_steps) : options_.max_steps;
+  return total;
+}
+
+double Trainer::learning_rate_at(int64_t step, int64_t total_steps) const {
+  const int64_t warmup = options_.warmup_steps > 0
+                             ? options_.warmup_steps
+                             : static_cast<int64_t>(std::ceil(options_.warmup_ratio * total_steps));
+  const double base = options_.learning_rate;
+  if (step < warmup) return base * (step + 1) / double(warmup);
+  if (options_.lr_scheduler == "constant") return base;
+  const double progress = total_steps > warmup ? double(step - warmup) / double(total_steps - warmup) : 0.0;
+  if (options_.lr_scheduler == "linear") return base * std::max(0.0, 1.0 - progress);
+  return base * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+double Trainer::evaluate(const std::vector<TrainingExample>& examples) const {
+  LLM4DSR_CHECK(!examples.empty(), "evaluate needs at least one example");
+  for (size_t i = 0; i < examples.size(); ++i) check_example(examples[i], i);
+  torch::NoGradGuard no_grad;
+  LlamaModel model = model_;
+  const bool was_training = model->is_training();
+  model->eval();
+  std::vector<int64_t> ids(examples.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  double sum = 0;
+  int64_t tokens = 0;
+  AutocastGuard autocast(options_.bf16, model->device().type());
+  for (const auto& mb : bucket(examples, ids, options_.micro_batch_size)) {
+    LossSum ls = causal_lm_loss_sum(model, mb, options_.pad_token_id);
+    sum += ls.sum.item<double>();
+    tokens += ls.tokens;
+  }
+  if (was_training) model->train();
+  LLM4DSR_CHECK(tokens > 0, "evaluate: no labelled tokens in " << examples.size() << " examples");
+  return sum / tokens;
+}
+
+TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool resume) {
+  LLM4DSR_CHECK(!examples.empty(), "train needs at least one example");
+  for (size_t i = 0; i < examples.size(); ++i) check_example(examples[i], i);
+  const auto params = trainable_parameters(model_);
+  LLM4DSR_CHECK(!params.empty(), "the model has no trainable parameters (add LoRA adapters or unfreeze the base)");
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : params) tensors.push_back(p.second);
+
+  torch::optim::AdamW optimizer(tensors, torch::optim::AdamWOptions(options_.learning_rate)
+                                             .betas({options_.adam_beta1, options_.adam_beta2})
+                                             .eps(options_.adam_epsilon)
+                                             .weight_decay(options_.weight_decay));
+  const int64_t num_examples = static_cast<int64_t>(examples.size());
+  const int64_t total = total_steps(num_examples);
+  const int64_t per_step = options_.micro_batch_size * options_.gradient_accumulation_steps;
+  const int64_t per_epoch = (num_examples + per_step - 1) / per_step;
+
+  const fs::path checkpoint = options_.output_dir.empty() ? fs::path() : fs::path(options_.output_dir) / "checkpoint.pt";
+  TrainResult result;
+  int64_t start_step = 0;
+  {
+    // Dropout draws from the default CPU generator: seeding it makes a run reproducible, and its
+    // state goes into every checkpoint so a resumed run draws the same masks.
+    auto gen = cpu_generator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(options_.seed);
+  }
+  if (resume && !checkpoint.empty() && fs::exists(checkpoint)) {
+    torch::serialize::InputArchive archive;
+    try {
+      archive.load_from(checkpoint.string());
+    } catch (const c10::Error& e) {
+      LLM4DSR_THROW("cannot read training checkpoint " << checkpoint.string() << ": " << e.what_without_backtrace());
+    }
+    torch::Tensor meta;
+    archive.read("meta", meta);
+    const auto m = meta.accessor<int64_t, 1>();
+    LLM4DSR_CHECK(m[1] == num_examples && m[2] == total,
+                  "checkpoint " << checkpoint.string() << " was written for " << m[1] << " examples / " << m[2]
+                                << " steps, this run has " << num_examples << " / " << total
+                                << ": resume needs the same data and options");
+    start_step = m[0];
+    torch::NoGradGuard no_grad;
+    for (const auto& p : params) {
+      torch::Tensor saved;
+      archive.read("param." + p.first, saved);
+      LLM4DSR_CHECK(saved.sizes() == p.second.sizes(), "checkpoint " << checkpoint.string() << ": parameter "
+                                                                      << p.first << " has shape " << saved.sizes()
+                                                                      << ", the model has " << p.second.sizes());
+      p.second.copy_(saved);
+    }
+    torch::serialize::InputArchive opt_archive;
+    archive.read("optimizer", opt_archive);
+    optimizer.load(opt_archive);
+    torch::Tensor rng_state;
+    archive.read("rng", rng_state);
+    auto gen = cpu_generator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng_state);
+    result.resumed_from_step = start_step;
+  }
+
+  auto save_checkpoint = [&](int64_t steps_done) {
+    if (checkpoint.empty()) return;
+    fs::create_directories(checkpoint.parent_path());
+    torch::serialize::OutputArchive archive;
+    archive.write("meta", torch::tensor({steps_done, num_examples, total}, torch::kInt64));
+    for (const auto& p : params) archive.write("param." + p.first, p.second.detach().cpu());
+    torch::serialize::OutputArchive opt_archive;
+    optimizer.save(opt_archive);
+    archive.write("optimizer", opt_archive);
+    {
+      auto gen = cpu_generator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      archive.write("rng", gen.get_state());
+    }
+    const std::string tmp = checkpoint.string() + ".tmp";
+    archive.save_to(tmp);
+    fs::rename(tmp, checkpoint);
+  };
+
+  model_->train();
+  const bool tty = isatty(fileno(stderr));
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t tokens_seen = 0;
+  std::vector<int64_t> order;
+  int64_t order_epoch = -1;
+  for (int64_t step = start_step; step < total; ++step) {
+    const int64_t epoch = step / per_epoch;
+    if (epoch != order_epoch) {
+      // Each epoch's order depends only on (seed, epoch): a resumed run sees the same batches.
+      order.resize(num_examples);
+      std::iota(order.begin(), order.end(), 0);
+      internal::Rng rng(options_.seed, 0x7261696eULL + static_cast<uint64_t>(epoch));
+      rng.shuffle(order);
+      order_epoch = epoch;
+    }
+    const int64_t begin = (step % per_epoch) * per_step;
+    std::vector<int64_t> ids(order.begin() + begin, order.begin() + std::min(num_examples, begin + per_step));
+    int64_t step_tokens = 0;
+    for (int64_t i : ids) step_tokens += labelled_tokens(examples[i]);
+    const double lr = learning_rate_at(step, total);
+    for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    optimizer.zero_grad();
+    double step_loss = 0;
+    for (const auto& mb : bucket(examples, ids, options_.micro_batch_size)) {
+      for (const auto* e : mb) tokens_seen += e->input_ids.size();
+      AutocastGuard autocast(options_.bf16, model_->device().type());
+      LossSum ls = causal_lm_loss_sum(model_, mb, options_.pad_token_id);
+      if (step_tokens == 0) continue;
+      // Dividing every micro-batch by the step's token count makes the accumulated gradient that of
+      // the step's mean token loss, however the step is cut.
+      torch::Tensor loss = ls.sum / static_cast<double>(step_tokens);
+      loss.backward();
+      step_loss += loss.item<double>();
+    }
+    if (options_.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(tensors, options_.max_grad_norm);
+    optimizer.step();
+    result.step_losses.push_back(step_loss);
+
+    const int64_t done = step + 1;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    TrainerProgress progress;
+    progress.step = done;
+    progress.total_steps = total;
+    progress.loss = step_loss;
+    progress.learning_rate = lr;
+    progress.elapsed_seconds = elapsed;
+    progress.tokens_per_second = elapsed > 0 ? tokens_seen / elapsed : 0.0;
+    progress.eta_seconds = elapsed / double(done - start_step) * double(total - done);
+    if (callback_) callback_(progress);
+    if (options_.progress && (tty || done == total || done % std::max<int64_t>(1, total / 20) == 0)) {
+      std::fprintf(stderr, "%s[train] step %ld/%ld  loss %.4f  lr %.2e  %.0f tok/s  elapsed %s  ETA %s%s",
+                   tty ? "\r" : "", long(done), long(total), step_loss, lr, progress.tokens_per_second,
+                   format_duration(elapsed).c_str(), format_duration(progress.eta_seconds).c_str(),
+                   (tty && done != total) ? "" : "\n");
+      std::fflush(stderr);
+    }
+    if (options_.save_steps > 0 && done % options_.save_steps == 0 && done != total) save_checkpoint(done);
+  }
+  save_checkpoint(total);
+  result.steps = total;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  result.tokens_per_second = result.seconds > 0 ? tokens_seen / result.seconds : 0.0;
+  return result;
+}
+
+}  // namespace llm4dsr
