@@ -143,16 +143,16 @@ PromptTemplate.get('llm4dsr-alpaca') (the authors' released Alpaca layout).
       .def("sanitize_title", &PromptTemplate::sanitize_title, py::arg("title"))
       .def("quote", &PromptTemplate::quote, py::arg("title"))
       .def("render_history", &PromptTemplate::render_history, py::arg("titles"))
-      .def("render_prompt", &PromptTemplate::render_prompt, py::arg("titles"), py::arg("chat") = ChatFormat{},
+      .def("render_prompt", &PromptTemplate::render_prompt, py::arg("titles"), py::arg_v("chat", ChatFormat{}, "ChatFormat.get('none')"),
            "The prompt x for these history titles, wrapped by `chat`.")
       .def("render_response", &PromptTemplate::render_response, py::arg("noise_title"), py::arg("suggestion_title"))
       .def("render_clean_response", &PromptTemplate::render_clean_response)
       .def("render_text", &PromptTemplate::render_text, py::arg("titles"), py::arg("noise_title"),
-           py::arg("suggestion_title"), py::arg("chat") = ChatFormat{}, "The training text x + z.")
-      .def("scoring_prefix", &PromptTemplate::scoring_prefix, py::arg("titles"), py::arg("chat") = ChatFormat{},
+           py::arg("suggestion_title"), py::arg_v("chat", ChatFormat{}, "ChatFormat.get('none')"), "The training text x + z.")
+      .def("scoring_prefix", &PromptTemplate::scoring_prefix, py::arg("titles"), py::arg_v("chat", ChatFormat{}, "ChatFormat.get('none')"),
            "Everything up to where the noise title starts.")
       .def("generation_prompt", &PromptTemplate::generation_prompt, py::arg("titles"), py::arg("noise_title"),
-           py::arg("chat") = ChatFormat{}, "Everything up to where the suggested title starts.")
+           py::arg_v("chat", ChatFormat{}, "ChatFormat.get('none')"), "Everything up to where the suggested title starts.")
       .def("noise_suffix", &PromptTemplate::noise_suffix, "The text between the noise title and the suggestion.")
       .def("suggestion_suffix", &PromptTemplate::suggestion_suffix, "The text after the suggested title.")
       .def("closing_delimiter", &PromptTemplate::closing_delimiter, "The text that ends a title.")

@@ -28,7 +28,7 @@ py::str to_str(const std::string& text) {
 }  // namespace
 
 void bind_text(py::module_& m) {
-  py::class_<Tokenizer, std::unique_ptr<Tokenizer>>(m, "Tokenizer", R"doc(
+  py::class_<Tokenizer, py::smart_holder>(m, "Tokenizer", R"doc(
 Text <-> token ids. Abstract: obtain one from SentencePieceTokenizer.from_file / from_serialized /
 train (or another implementation).)doc")
       .def("encode", &Tokenizer::encode, py::arg("text"), py::arg("add_bos") = false, py::arg("add_eos") = false,
@@ -74,7 +74,7 @@ covering the first byte of `text` (which may also cover the end of `prefix`).)do
                " kind='" + self.kind() + "' vocab_size=" + std::to_string(self.vocab_size()) + ">";
       });
 
-  py::class_<SentencePieceTokenizer, Tokenizer, std::unique_ptr<SentencePieceTokenizer>>(m, "SentencePieceTokenizer",
+  py::class_<SentencePieceTokenizer, Tokenizer, py::smart_holder>(m, "SentencePieceTokenizer",
                                                                                           "A sentencepiece model.")
       .def_static(
           "from_file",

@@ -8,5 +8,10 @@ namespace llm4dsr::bindings {
 void bind_data(pybind11::module_& m);
 void bind_text(pybind11::module_& m);
 void bind_model(pybind11::module_& m);
+void bind_instructions(pybind11::module_& m);
+void bind_gguf(pybind11::module_& m);
+void bind_bpe(pybind11::module_& m);
+void bind_train(pybind11::module_& m);
+void bind_io(pybind11::module_& m);
 
 }  // namespace llm4dsr::bindings

@@ -29,4 +29,9 @@ PYBIND11_MODULE(_llm4dsr, m) {
   llm4dsr::bindings::bind_data(m);
   llm4dsr::bindings::bind_text(m);
   llm4dsr::bindings::bind_model(m);
+  llm4dsr::bindings::bind_instructions(m);
+  llm4dsr::bindings::bind_gguf(m);
+  llm4dsr::bindings::bind_bpe(m);
+  llm4dsr::bindings::bind_train(m);
+  llm4dsr::bindings::bind_io(m);
 }

@@ -82,6 +82,147 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def _progress_callback(desc: str, enabled: bool):
+    """A tqdm bar fed by the trainer's per-step callback (None when progress is off)."""
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def callback(p):
+        if bar.total is None:
+            bar.total = p["total_steps"]
+            bar.n = p["step"] - 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{p['loss']:.4f}", lr=f"{p['learning_rate']:.1e}", tok_s=f"{p['tokens_per_second']:.0f}")
+
+    return callback, bar.close
+
+
+def _splits(args, dataset):
+    import llm4dsr
+
+    return llm4dsr.prepare(dataset, split=args.split, noise=args.noise, seed=args.seed, max_length=args.max_length)
+
+
+def _train_texts(dataset, splits) -> List[str]:
+    """Catalogue titles and the training windows as plain text: what a model trained from scratch reads."""
+    titles = [t for t in dataset.catalog.titles if t]
+    windows = [", ".join(dataset.catalog.title(int(i)) for i in w.items) for w in splits.train]
+    return titles + windows
+
+
+def pretrain_from_scratch(dataset, splits, out: str, preset: str = "tiny", vocab_size: int = 2000,
+                          block_size: int = 128, epochs: int = 3, learning_rate: float = 3e-3,
+                          batch_size: int = 16, seed: int = 0, resume: bool = False, progress: bool = True):
+    """Trains a sentencepiece tokenizer and a small Llama on the catalogue and training windows; saves an
+    llm4dsr model folder at `out` and returns (PretrainedModel, train result)."""
+    import llm4dsr
+
+    texts = _train_texts(dataset, splits)
+    tokenizer = llm4dsr.SentencePieceTokenizer.train(texts, vocab_size=vocab_size, seed=seed)
+    config = llm4dsr.ModelConfig.preset(preset, tokenizer.vocab_size)
+    config.bos_token_id = tokenizer.bos_id
+    config.eos_token_ids = [tokenizer.eos_id]
+    config.pad_token_id = tokenizer.pad_id
+    model = llm4dsr.LlamaModel(config, seed=seed)
+    examples = llm4dsr.make_lm_examples(tokenizer.encode_batch(texts, add_bos=True), tokenizer.eos_id, block_size)
+    callback, close = _progress_callback("pretrain", progress)
+    trainer = llm4dsr.Trainer(model, learning_rate=learning_rate, num_epochs=epochs, micro_batch_size=batch_size,
+                              pad_token_id=tokenizer.pad_id, seed=seed, output_dir=os.path.join(out, "pretrain-state"),
+                              save_steps=50, progress=False)
+    try:
+        result = trainer.train(examples, resume=resume, callback=callback)
+    finally:
+        close()
+    pretrained = llm4dsr.PretrainedModel(model, tokenizer, llm4dsr.ModelCard())
+    llm4dsr.save_pretrained(pretrained, out)
+    return pretrained, result, len(examples)
+
+
+def cmd_pretrain(args) -> int:
+    dataset = _read(args)
+    splits = _splits(args, dataset)
+    t0 = time.perf_counter()
+    _, result, n = pretrain_from_scratch(dataset, splits, args.out, preset=args.preset, vocab_size=args.vocab_size,
+                                         block_size=args.block_size, epochs=args.epochs, learning_rate=args.lr,
+                                         batch_size=args.batch_size, seed=args.seed, resume=args.resume,
+                                         progress=not args.json)
+    summary = {"out": os.path.abspath(args.out), "preset": args.preset, "examples": n, "steps": result["steps"],
+               "first_loss": result["step_losses"][0] if result["step_losses"] else None,
+               "final_loss": result["step_losses"][-1] if result["step_losses"] else None,
+               "tokens_per_second": result["tokens_per_second"], "seconds": round(time.perf_counter() - t0, 2)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_table("pretrained from scratch", list(summary.items()))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    import llm4dsr
+
+    dataset = _read(args)
+    splits = _splits(args, dataset)
+    t0 = time.perf_counter()
+    if args.base.startswith("scratch"):
+        # "scratch" or "scratch:PRESET": pretrain a small model on this data first, then instruction-tune it
+        preset = args.base.split(":", 1)[1] if ":" in args.base else "tiny"
+        base_dir = os.path.join(args.out, "base")
+        base, _, _ = pretrain_from_scratch(dataset, splits, base_dir, preset=preset, seed=args.seed,
+                                           resume=args.resume, progress=not args.json)
+        base_name = os.path.abspath(base_dir)
+        base = llm4dsr.load_pretrained(base_name, dtype=args.dtype)
+    else:
+        base_name = args.base if args.base in llm4dsr.known_model_names() else os.path.abspath(args.base)
+        base = llm4dsr.load_pretrained(args.base, dtype=args.dtype)
+    chat_format = args.chat_format if args.chat_format != "auto" else base.card.chat_format
+    builder = llm4dsr.InstructionBuilder(template=args.template, chat_format=chat_format,
+                                         max_prompt_tokens=args.max_prompt_tokens, loss_on=args.loss_on,
+                                         max_pairs=args.pairs, seed=args.seed)
+    pairs = builder.make_pairs(splits.train, dataset.catalog)
+    data = builder.tokenize(pairs, base.tokenizer)
+    model = base.model
+    if args.full:
+        trainable = "all parameters"
+    else:
+        targets = args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(",")
+        model.add_lora(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout, target_modules=targets,
+                       seed=args.seed)
+        trainable = f"LoRA r={args.lora_r} on {args.target_modules}"
+    callback, close = _progress_callback("finetune", not args.json)
+    pad = base.tokenizer.pad_id if base.tokenizer.pad_id >= 0 else 0
+    trainer = llm4dsr.Trainer(model, learning_rate=args.lr, num_epochs=args.epochs, micro_batch_size=args.batch_size,
+                              gradient_accumulation_steps=args.grad_accum, bf16=args.bf16, pad_token_id=pad,
+                              seed=args.seed, output_dir=args.out, save_steps=args.save_steps, progress=False)
+    held_out = builder.tokenize(llm4dsr.InstructionBuilder(
+        template=args.template, chat_format=chat_format, max_prompt_tokens=args.max_prompt_tokens,
+        loss_on="response", max_pairs=min(200, len(splits.valid)), seed=args.seed + 1)
+        .make_pairs(splits.valid, dataset.catalog), base.tokenizer) if len(splits.valid) else None
+    loss_before = trainer.evaluate(held_out) if held_out else None
+    try:
+        result = trainer.train(data, resume=args.resume, callback=callback)
+    finally:
+        close()
+    loss_after = trainer.evaluate(held_out) if held_out else None
+    card = llm4dsr.ModelCard()
+    card.base_model = "" if args.full else base_name
+    card.prompt_template = args.template
+    card.chat_format = chat_format
+    card.max_prompt_tokens = args.max_prompt_tokens
+    llm4dsr.save_pretrained(llm4dsr.PretrainedModel(model, base.tokenizer, card), args.out, with_base=args.full)
+    summary = {"out": os.path.abspath(args.out), "base": base_name, "trainable": trainable, "pairs": len(data),
+               "steps": result["steps"], "resumed_from_step": result["resumed_from_step"],
+               "valid_response_loss_before": loss_before, "valid_response_loss_after": loss_after,
+               "tokens_per_second": result["tokens_per_second"], "seconds": round(time.perf_counter() - t0, 2)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_table("fine-tuned", list(summary.items()))
+    return 0
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
                    help="dataset path (RecBole .inter or folder, ML-100K raw folder, Amazon JSON folder, LLM4DSR CSV "
@@ -93,6 +234,13 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-user-interactions", type=int, default=0, help="k-core filter on users")
     p.add_argument("--min-item-interactions", type=int, default=0, help="k-core filter on items")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="windows", choices=["windows", "loo"])
+    p.add_argument("--noise", type=float, default=0.0, help="artificial noise ratio alpha (0 = none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-length", type=int, default=11, help="window length, history + target")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,11 +256,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="split a dataset (optionally with artificial noise) and write it")
     _add_data_args(p)
     p.add_argument("--out", required=True, help="output folder (LLM4DSR CSV layout + meta.json)")
-    p.add_argument("--split", default="windows", choices=["windows", "loo"])
-    p.add_argument("--noise", type=float, default=0.0, help="artificial noise ratio alpha (0 = none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-length", type=int, default=11, help="window length, history + target")
+    _add_split_args(p)
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("pretrain", help="train a small Llama from scratch on the catalogue and training windows")
+    _add_data_args(p)
+    _add_split_args(p)
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
+    p.add_argument("--vocab-size", type=int, default=2000)
+    p.add_argument("--block-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="self-supervised instruction tuning (LoRA by default) on the training split")
+    _add_data_args(p)
+    _add_split_args(p)
+    p.add_argument("--base", "--model", dest="base", required=True,
+                   help="base model: a short name (smollm2-135m-instruct), an HF/llm4dsr folder, a GGUF file, or "
+                        "'scratch[:tiny|small]' to pretrain one on this data first")
+    p.add_argument("--out", required=True, help="model folder to write (adapter + tokenizer + llm4dsr.json)")
+    p.add_argument("--template", default="llm4dsr-paper", help="prompt template name")
+    p.add_argument("--chat-format", default="auto", help="auto (the base's), none, chatml, smollm2")
+    p.add_argument("--pairs", type=int, default=5000, help="instruction pairs sampled (the paper: 5,000; 0 = all)")
+    p.add_argument("--loss-on", default="response", choices=["response", "all"])
+    p.add_argument("--max-prompt-tokens", type=int, default=512)
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-alpha", type=float, default=16.0)
+    p.add_argument("--lora-dropout", type=float, default=0.05)
+    p.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated, or all-linear")
+    p.add_argument("--full", action="store_true", help="train every parameter instead of LoRA adapters")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--save-steps", type=int, default=50)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.set_defaults(func=cmd_finetune)
     return parser
 
 
