@@ -89,20 +89,22 @@ covering the first byte of `text` (which may also cover the end of `prefix`).)do
       .def_static(
           "train",
           [](const std::vector<std::string>& texts, int64_t vocab_size, const std::string& model_type,
-             double character_coverage, uint64_t seed, bool byte_fallback) {
+             double character_coverage, uint64_t seed, bool byte_fallback, bool hard_vocab_limit) {
             SentencePieceTrainOptions options;
             options.vocab_size = vocab_size;
             options.model_type = model_type;
             options.character_coverage = character_coverage;
             options.seed = seed;
             options.byte_fallback = byte_fallback;
+            options.hard_vocab_limit = hard_vocab_limit;
             py::gil_scoped_release release;
             return SentencePieceTokenizer::train(texts, options);
           },
           py::arg("texts"), py::arg("vocab_size") = 2000, py::arg("model_type") = "bpe",
-          py::arg("character_coverage") = 1.0, py::arg("seed") = 0, py::arg("byte_fallback") = true, R"doc(
+          py::arg("character_coverage") = 1.0, py::arg("seed") = 0, py::arg("byte_fallback") = true, py::arg("hard_vocab_limit") = true, R"doc(
 Trains a model on `texts`, in memory and deterministically. Ids: 0 <unk>, 1 <s>, 2 </s>, 3 <pad>.
-model_type is 'bpe' or 'unigram'; with byte_fallback unseen characters become byte pieces, never <unk>.)doc")
+model_type is 'bpe' or 'unigram'; with byte_fallback unseen characters become byte pieces, never <unk>;
+with hard_vocab_limit=False vocab_size is an upper bound (a small corpus gives fewer pieces).)doc")
       .def(
           "serialized", [](const SentencePieceTokenizer& self) { return py::bytes(self.serialized()); },
           "The serialized ModelProto (sentencepiece.SentencePieceProcessor(model_proto=...) reads it).")

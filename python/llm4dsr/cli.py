@@ -121,7 +121,7 @@ def pretrain_from_scratch(dataset, splits, out: str, preset: str = "tiny", vocab
     import llm4dsr
 
     texts = _train_texts(dataset, splits)
-    tokenizer = llm4dsr.SentencePieceTokenizer.train(texts, vocab_size=vocab_size, seed=seed)
+    tokenizer = llm4dsr.SentencePieceTokenizer.train(texts, vocab_size=vocab_size, seed=seed, hard_vocab_limit=False)
     config = llm4dsr.ModelConfig.preset(preset, tokenizer.vocab_size)
     config.bos_token_id = tokenizer.bos_id
     config.eos_token_ids = [tokenizer.eos_id]

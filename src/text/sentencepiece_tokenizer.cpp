@@ -124,6 +124,7 @@ std::unique_ptr<SentencePieceTokenizer> SentencePieceTokenizer::train(const std:
       {"vocab_size", std::to_string(options.vocab_size)},
       {"character_coverage", format_double(options.character_coverage)},
       {"byte_fallback", options.byte_fallback ? "true" : "false"},
+      {"hard_vocab_limit", options.hard_vocab_limit ? "true" : "false"},
       // Determinism: one thread, the texts in the order given, all of them.
       {"num_threads", "1"},
       {"shuffle_input_sentence", "false"},

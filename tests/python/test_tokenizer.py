@@ -166,3 +166,12 @@ def test_errors(tmp_path):
         tok.decode_batch([[5], [9999]])
     with pytest.raises(TypeError):
         llm4dsr.Tokenizer()
+
+
+def test_soft_vocab_limit_gives_fewer_pieces_on_a_small_corpus():
+    texts = ["Haunted Cellar", "Starship Odyssey", "Return of the Outlaw"] * 4
+    with pytest.raises(llm4dsr.Error, match="at most"):
+        llm4dsr.SentencePieceTokenizer.train(texts, vocab_size=5000)
+    tok = llm4dsr.SentencePieceTokenizer.train(texts, vocab_size=5000, hard_vocab_limit=False)
+    assert 260 < tok.vocab_size < 5000
+    assert tok.decode(tok.encode("Haunted Cellar")) == "Haunted Cellar"

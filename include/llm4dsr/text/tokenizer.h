@@ -58,6 +58,8 @@ struct SentencePieceTrainOptions {
   double character_coverage = 1.0;
   uint64_t seed = 0;                    // training is single-threaded and unshuffled: deterministic
   bool byte_fallback = true;            // unknown characters become byte pieces, never <unk>
+  // false: vocab_size is an upper bound (small corpora give fewer pieces instead of an Error).
+  bool hard_vocab_limit = true;
 };
 
 class SentencePieceTokenizer : public Tokenizer {
