@@ -1,0 +1,234 @@
+// Python bindings of the denoising stages: UncertaintyScorer (P_noise, paper Eq. 2), NoiseScores,
+// and the thresholds of Eq. 3 (noise_threshold, flag_noise, search_eta).
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+#include <pybind11/stl_bind.h>
+
+#include <memory>
+
+#include "bindings.h"
+#include "torch_bindings.h"
+#include "llm4dsr/data/catalog.h"
+#include "llm4dsr/data/sequence.h"
+#include "llm4dsr/denoise/thresholds.h"
+#include "llm4dsr/denoise/uncertainty_scorer.h"
+
+PYBIND11_MAKE_OPAQUE(llm4dsr::SequenceSet)
+
+namespace llm4dsr::bindings {
+
+namespace {
+
+template <typename T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+  std::copy(v.begin(), v.end(), out.mutable_data());
+  return out;
+}
+
+// A SequenceSet, or any iterable of Sequence objects or of item-id lists / arrays.
+std::vector<std::vector<int64_t>> to_item_lists(const py::object& sequences) {
+  std::vector<std::vector<int64_t>> out;
+  if (py::isinstance<SequenceSet>(sequences)) {
+    const auto& set = sequences.cast<const SequenceSet&>();
+    out.reserve(set.size());
+    for (const auto& s : set) out.push_back(s.items);
+    return out;
+  }
+  size_t index = 0;
+  for (const py::handle item : sequences) {
+    if (py::isinstance<Sequence>(item)) {
+      out.push_back(item.cast<const Sequence&>().items);
+    } else {
+      torch::Tensor t = int64_tensor(item, "a sequence's items").contiguous();
+      LLM4DSR_CHECK(t.dim() == 1, "sequence " << index << ": items must be one-dimensional, got shape " << t.sizes());
+      out.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+    }
+    ++index;
+  }
+  return out;
+}
+
+NoiseScore to_noise_score(const std::string& name) { return parse_noise_score(name); }
+
+struct PyUncertaintyScorer {
+  PyLlamaModel model;  // keeps the model alive as long as the scorer
+  std::shared_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<UncertaintyScorer> scorer;
+};
+
+}  // namespace
+
+void bind_denoise(py::module_& m) {
+  py::class_<NoiseScores>(m, "NoiseScores", R"doc(
+P_noise of every position of one sequence (UncertaintyScorer.score).
+
+log_prob: float32 log P_noise per position (-inf for the oldest `dropped_items` positions, which did
+not fit in the prompt); prob: exp(log_prob) normalised over the sequence's distinct scored events
+(a repeated title counts once; in first-token mode, titles sharing a first token count once);
+rank: 1 = most likely noise, a permutation (equal scores: earlier position first).)doc")
+      .def(py::init<>())
+      .def_property_readonly("items", [](const NoiseScores& s) { return to_numpy(s.items); })
+      .def_property_readonly("log_prob", [](const NoiseScores& s) { return to_numpy(s.log_prob); })
+      .def_property_readonly("prob", [](const NoiseScores& s) { return to_numpy(s.prob); })
+      .def_property_readonly("rank", [](const NoiseScores& s) { return to_numpy(s.rank); })
+      .def_readonly("dropped_items", &NoiseScores::dropped_items)
+      .def("__len__", &NoiseScores::size)
+      .def("__repr__", [](const NoiseScores& s) {
+        return "NoiseScores(items=" + std::to_string(s.size()) + ", dropped_items=" + std::to_string(s.dropped_items) + ")";
+      });
+
+  const ScorerOptions defaults;
+  py::class_<PyUncertaintyScorer>(m, "UncertaintyScorer", R"doc(
+P_noise(s_k) of LLM4DSR (paper Eq. 2): the probability that the model names item s_k right after
+"Noise Items:" given the sequence's prompt.
+
+mode: 'first-token' (the paper's practical form: one forward per sequence, the log-probability of
+each title's first token) or 'exact' (every token of each title, optionally + the closing quote).
+first_token_context: 'in-context' (the token the model sees after the opening quote) or 'standalone'
+(each title tokenised alone, as the authors' released code did: the wrong token for most titles).
+template / chat_format: names or PromptTemplate / ChatFormat objects; use those the model was
+fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest items.)doc")
+      .def(py::init([](const PyLlamaModel& model, std::shared_ptr<Tokenizer> tokenizer, const py::object& prompt_template,
+                       const py::object& chat_format, const std::string& mode, const std::string& first_token_context,
+                       int64_t micro_batch_size, int64_t max_prompt_tokens, bool include_closing_delimiter,
+                       int64_t chunk_size) {
+             LLM4DSR_CHECK(tokenizer, "UncertaintyScorer: tokenizer is None");
+             ScorerOptions o;
+             if (py::isinstance<py::str>(prompt_template)) o.template_name = prompt_template.cast<std::string>();
+             else o.prompt_template = prompt_template.cast<PromptTemplate>();
+             if (py::isinstance<py::str>(chat_format)) o.chat_format = chat_format.cast<std::string>();
+             else o.chat = chat_format.cast<ChatFormat>();
+             o.mode = parse_scoring_mode(mode);
+             o.first_token_context = parse_first_token_context(first_token_context);
+             o.micro_batch_size = micro_batch_size;
+             o.max_prompt_tokens = max_prompt_tokens;
+             o.include_closing_delimiter = include_closing_delimiter;
+             o.chunk_size = chunk_size;
+             PyUncertaintyScorer p;
+             p.model = model;
+             p.tokenizer = tokenizer;
+             p.scorer = std::make_unique<UncertaintyScorer>(model.model, tokenizer, o);
+             return p;
+           }),
+           py::arg("model"), py::arg("tokenizer"), py::arg("template") = defaults.template_name,
+           py::arg("chat_format") = defaults.chat_format, py::arg("mode") = to_string(defaults.mode),
+           py::arg("first_token_context") = to_string(defaults.first_token_context),
+           py::arg("micro_batch_size") = defaults.micro_batch_size,
+           py::arg("max_prompt_tokens") = defaults.max_prompt_tokens,
+           py::arg("include_closing_delimiter") = defaults.include_closing_delimiter,
+           py::arg("chunk_size") = defaults.chunk_size)
+      .def(
+          "score",
+          [](const PyUncertaintyScorer& p, const py::object& sequences, const Catalog& catalog) {
+            const auto items = to_item_lists(sequences);
+            py::gil_scoped_release release;
+            return p.scorer->score(items, catalog);
+          },
+          py::arg("sequences"), py::arg("catalog"),
+          "A list of NoiseScores, one per sequence (a SequenceSet, Sequence objects, or lists/arrays of item ids).")
+      .def(
+          "plan",
+          [](const PyUncertaintyScorer& p, const py::object& items, const Catalog& catalog) {
+            torch::Tensor t = int64_tensor(items, "items").contiguous();
+            LLM4DSR_CHECK(t.dim() == 1, "items must be one-dimensional, got shape " << t.sizes());
+            const ScoringPlan plan =
+                p.scorer->plan(std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()), catalog);
+            py::dict d;
+            d["prefix_ids"] = to_numpy(plan.prefix_ids);
+            d["dropped_items"] = plan.dropped_items;
+            d["context_length"] = to_numpy(plan.context_length);
+            py::list scored;
+            for (const auto& ids : plan.scored_ids) scored.append(to_numpy(ids));
+            d["scored_ids"] = scored;
+            d["event"] = to_numpy(plan.event);
+            return d;
+          },
+          py::arg("items"), py::arg("catalog"),
+          "What score() feeds the model for one sequence: prefix_ids, and per position the prefix length it is "
+          "conditioned on (context_length), the ids scored after it (scored_ids) and its distinct event.")
+      .def_property_readonly("mode", [](const PyUncertaintyScorer& p) { return to_string(p.scorer->options().mode); })
+      .def_property_readonly("first_token_context",
+                             [](const PyUncertaintyScorer& p) { return to_string(p.scorer->options().first_token_context); })
+      .def_property_readonly("prompt_template", [](const PyUncertaintyScorer& p) { return p.scorer->prompt_template(); })
+      .def_property_readonly("chat_format", [](const PyUncertaintyScorer& p) { return p.scorer->chat_format(); })
+      .def("__repr__", [](const PyUncertaintyScorer& p) {
+        return "<UncertaintyScorer mode='" + to_string(p.scorer->options().mode) + "' template='" +
+               p.scorer->prompt_template().name + "'>";
+      });
+
+  m.def(
+      "all_noise_scores",
+      [](const std::vector<NoiseScores>& scores, const std::string& score) {
+        return to_numpy(all_scores(scores, to_noise_score(score)));
+      },
+      py::arg("scores"), py::arg("score") = "raw",
+      "float64 array of every scored position's score, sequence after sequence (dropped positions left out); "
+      "score='raw' (P_noise = exp(log_prob)) or 'normalised' (prob).");
+  m.def(
+      "noise_threshold",
+      [](const py::object& scores, double quantile, const std::string& score) {
+        std::vector<double> values;
+        if (py::isinstance<py::array>(scores)) {
+          auto a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(scores);
+          values.assign(a.data(), a.data() + a.size());
+        } else {
+          values = all_scores(scores.cast<std::vector<NoiseScores>>(), to_noise_score(score));
+        }
+        return quantile_threshold(std::move(values), quantile);
+      },
+      py::arg("scores"), py::arg("quantile"), py::arg("score") = "raw",
+      "eta at `quantile` (inverted CDF: the smallest score with at least that fraction of scores at or below it; "
+      "-inf for 0) of a list of NoiseScores or of a flat array of scores. Compute it on the VALIDATION split.");
+  m.def(
+      "flag_noise",
+      [](const py::object& scores, double eta, int64_t budget, const std::string& score) {
+        std::vector<std::vector<int64_t>> flags;
+        if (py::isinstance<py::list>(scores) && py::len(scores) > 0 && !py::isinstance<NoiseScores>(scores[py::int_(0)])) {
+          flags = flag_noise(scores.cast<std::vector<std::vector<double>>>(), eta, budget);
+        } else {
+          flags = flag_noise(scores.cast<std::vector<NoiseScores>>(), eta, budget, to_noise_score(score));
+        }
+        py::list out;
+        for (const auto& f : flags) out.append(to_numpy(f));
+        return out;
+      },
+      py::arg("scores"), py::arg("eta"), py::arg("budget") = 0, py::arg("score") = "raw",
+      "Per sequence, the flagged positions (int64 arrays, ascending): score > eta (Eq. 3), at most `budget` per "
+      "sequence, highest first (0 = no limit). scores: NoiseScores objects or lists of floats.");
+  m.def("default_quantile_grid", &default_quantile_grid, "The paper's eta quantiles 0, 0.05, ..., 1.");
+  m.def(
+      "search_eta",
+      [](const std::vector<NoiseScores>& validation, const py::function& objective, int64_t budget,
+         const std::string& score, const py::object& grid) {
+        const std::vector<double> g = grid.is_none() ? default_quantile_grid() : grid.cast<std::vector<double>>();
+        const auto result = search_eta(
+            validation,
+            [&](double eta, const std::vector<std::vector<int64_t>>& flags) {
+              py::list f;
+              for (const auto& x : flags) f.append(to_numpy(x));
+              return objective(eta, f).cast<double>();
+            },
+            budget, to_noise_score(score), g);
+        const auto row = [](const EtaCandidate& c) {
+          py::dict d;
+          d["quantile"] = c.quantile;
+          d["eta"] = c.eta;
+          d["objective"] = c.objective;
+          return d;
+        };
+        py::list candidates;
+        for (const auto& c : result.candidates) candidates.append(row(c));
+        py::dict out;
+        out["candidates"] = candidates;
+        out["best"] = row(result.best);
+        return out;
+      },
+      py::arg("validation"), py::arg("objective"), py::arg("budget") = 0, py::arg("score") = "raw",
+      py::arg("grid") = py::none(),
+      "Scans eta quantiles on VALIDATION scores (never the test split): objective(eta, flags) -> float, higher is "
+      "better. Returns {'candidates': [...], 'best': {'quantile', 'eta', 'objective'}} (ties: the higher quantile).");
+}
+
+}  // namespace llm4dsr::bindings

@@ -1,0 +1,406 @@
+#include "llm4dsr/denoise/uncertainty_scorer.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <utility>
+
+#include "internal/parallel.h"
+#include "llm4dsr/error.h"
+
+namespace llm4dsr {
+
+namespace {
+
+constexpr int64_t kGrainSize = 4;
+
+size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
+  const size_t n = std::min(a.size(), b.size());
+  size_t i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
+// The keys/values of every cached position of every layer, [B, H_kv, length, D] views. KVCache has
+// no reader; append() of zero new positions returns exactly these views and writes nothing.
+std::vector<std::pair<torch::Tensor, torch::Tensor>> cached_keys_values(KVCache& cache, const ModelConfig& config,
+                                                                         torch::TensorOptions options) {
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> out;
+  auto none = torch::empty({cache.batch_size(), config.num_key_value_heads, 0, config.head_dim}, options);
+  for (int64_t l = 0; l < cache.num_layers(); ++l) out.push_back(cache.append(l, none, none));
+  return out;
+}
+
+struct MicroBatch {
+  torch::Tensor input_ids, attention_mask;  // [B, T] left-padded
+  std::vector<int64_t> pads;                // per row
+};
+
+MicroBatch left_pad(const std::vector<const ScoringPlan*>& rows, int64_t pad_id) {
+  int64_t T = 0;
+  for (const auto* p : rows) T = std::max<int64_t>(T, static_cast<int64_t>(p->prefix_ids.size()));
+  const auto B = static_cast<int64_t>(rows.size());
+  MicroBatch mb;
+  auto ids = torch::full({B, T}, pad_id, torch::kInt64);
+  auto mask = torch::zeros({B, T}, torch::kInt64);
+  auto ia = ids.accessor<int64_t, 2>();
+  auto ma = mask.accessor<int64_t, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& p = rows[static_cast<size_t>(b)]->prefix_ids;
+    const int64_t pad = T - static_cast<int64_t>(p.size());
+    mb.pads.push_back(pad);
+    for (size_t j = 0; j < p.size(); ++j) {
+      ia[b][pad + static_cast<int64_t>(j)] = p[j];
+      ma[b][pad + static_cast<int64_t>(j)] = 1;
+    }
+  }
+  mb.input_ids = ids;
+  mb.attention_mask = mask;
+  return mb;
+}
+
+}  // namespace
+
+std::string to_string(ScoringMode mode) { return mode == ScoringMode::kExact ? "exact" : "first-token"; }
+
+ScoringMode parse_scoring_mode(std::string_view name) {
+  if (name == "first-token") return ScoringMode::kFirstToken;
+  if (name == "exact") return ScoringMode::kExact;
+  LLM4DSR_THROW("unknown scoring mode '" << name << "' (expected 'first-token' or 'exact')");
+}
+
+std::string to_string(FirstTokenContext context) {
+  return context == FirstTokenContext::kStandalone ? "standalone" : "in-context";
+}
+
+FirstTokenContext parse_first_token_context(std::string_view name) {
+  if (name == "in-context") return FirstTokenContext::kInContext;
+  if (name == "standalone") return FirstTokenContext::kStandalone;
+  LLM4DSR_THROW("unknown first_token_context '" << name << "' (expected 'in-context' or 'standalone')");
+}
+
+UncertaintyScorer::UncertaintyScorer(LlamaModel model, std::shared_ptr<const Tokenizer> tokenizer,
+                                     ScorerOptions options)
+    : model_(std::move(model)), tokenizer_(std::move(tokenizer)), options_(std::move(options)) {
+  LLM4DSR_CHECK(model_, "UncertaintyScorer: no model");
+  LLM4DSR_CHECK(tokenizer_, "UncertaintyScorer: no tokenizer");
+  LLM4DSR_CHECK(options_.micro_batch_size > 0, "UncertaintyScorer: micro_batch_size must be > 0, got "
+                                                   << options_.micro_batch_size);
+  LLM4DSR_CHECK(options_.chunk_size > 0, "UncertaintyScorer: chunk_size must be > 0, got " << options_.chunk_size);
+  LLM4DSR_CHECK(options_.max_prompt_tokens >= 0, "UncertaintyScorer: max_prompt_tokens must be >= 0 (0 = no limit), got "
+                                                     << options_.max_prompt_tokens);
+  LLM4DSR_CHECK(!(options_.mode == ScoringMode::kExact && options_.first_token_context == FirstTokenContext::kStandalone),
+                "UncertaintyScorer: first_token_context 'standalone' applies to mode 'first-token' only");
+  LLM4DSR_CHECK(!(options_.include_closing_delimiter && options_.mode != ScoringMode::kExact),
+                "UncertaintyScorer: include_closing_delimiter applies to mode 'exact' only");
+  LLM4DSR_CHECK(tokenizer_->vocab_size() <= model_->config().vocab_size,
+                "UncertaintyScorer: the tokenizer has " << tokenizer_->vocab_size() << " ids, the model's vocabulary "
+                                                        << model_->config().vocab_size);
+  template_ = options_.prompt_template ? *options_.prompt_template : PromptTemplate::get(options_.template_name);
+  template_.validate();
+  chat_ = options_.chat ? *options_.chat : ChatFormat::get(options_.chat_format);
+  add_bos_ = options_.add_bos && chat_.add_bos && tokenizer_->bos_id() >= 0;
+}
+
+std::vector<std::string> UncertaintyScorer::titles_of(const std::vector<int64_t>& items, const Catalog& catalog) const {
+  LLM4DSR_CHECK(!items.empty(), "the sequence is empty");
+  std::vector<std::string> titles;
+  titles.reserve(items.size());
+  for (size_t k = 0; k < items.size(); ++k) {
+    const int64_t id = items[k];
+    LLM4DSR_CHECK(id >= 1 && id <= catalog.size(),
+                  "position " << k << ": item id " << id << " is outside the catalogue's 1.." << catalog.size());
+    LLM4DSR_CHECK(catalog.has_title(id), "position " << k << ": item " << id << " (external id '"
+                                                     << catalog.external_id(id) << "') has no title");
+    titles.push_back(catalog.title(id));
+  }
+  return titles;
+}
+
+ScoringPlan UncertaintyScorer::plan(const std::vector<int64_t>& items, const Catalog& catalog) const {
+  const std::vector<std::string> titles = titles_of(items, catalog);
+  const Tokenizer& tok = *tokenizer_;
+  const auto n = static_cast<int64_t>(titles.size());
+  const auto limit = static_cast<size_t>(options_.max_prompt_tokens);
+
+  // Same criterion as InstructionBuilder::tokenize: BOS + prompt within max_prompt_tokens, dropping
+  // the fewest oldest items (binary search; token counts fall as items go).
+  const auto shown = [&](int64_t dropped) { return std::vector<std::string>(titles.begin() + dropped, titles.end()); };
+  const auto fits = [&](int64_t dropped, size_t* count) {
+    *count = tok.encode(template_.render_prompt(shown(dropped), chat_), add_bos_, false).size();
+    return limit == 0 || *count <= limit;
+  };
+  ScoringPlan plan;
+  size_t count = 0;
+  if (!fits(0, &count)) {
+    LLM4DSR_CHECK(fits(n - 1, &count), "the prompt takes " << count << " tokens with only the newest item left, over "
+                                                           << "max_prompt_tokens = " << limit << "; raise max_prompt_tokens");
+    int64_t too_few = 0, enough = n - 1;
+    while (enough - too_few > 1) {
+      const int64_t mid = too_few + (enough - too_few) / 2;
+      (fits(mid, &count) ? enough : too_few) = mid;
+    }
+    plan.dropped_items = enough;
+  }
+
+  const std::string prefix = template_.scoring_prefix(shown(plan.dropped_items), chat_);
+  const std::vector<TokenId> prefix_ids = tok.encode(prefix, add_bos_, false);
+  plan.prefix_ids.assign(prefix_ids.begin(), prefix_ids.end());
+  const auto P = static_cast<int64_t>(prefix_ids.size());
+  const std::string suffix = options_.include_closing_delimiter ? template_.closing_delimiter() : std::string();
+  const bool first_only = options_.mode == ScoringMode::kFirstToken;
+
+  plan.context_length.assign(titles.size(), 0);
+  plan.scored_ids.assign(titles.size(), {});
+  plan.event.assign(titles.size(), -1);
+  std::map<std::string, size_t> by_title;  // sanitised title -> first position (duplicates encoded once)
+  std::map<std::pair<int64_t, std::vector<int64_t>>, int64_t> events;
+  for (int64_t k = plan.dropped_items; k < n; ++k) {
+    const auto ks = static_cast<size_t>(k);
+    const std::string title = template_.sanitize_title(titles[ks]);
+    const auto seen = by_title.find(title);
+    if (seen != by_title.end()) {
+      plan.context_length[ks] = plan.context_length[seen->second];
+      plan.scored_ids[ks] = plan.scored_ids[seen->second];
+      plan.event[ks] = plan.event[seen->second];
+      continue;
+    }
+    by_title.emplace(title, ks);
+    std::vector<int64_t> ids;
+    int64_t context = P;
+    if (options_.first_token_context == FirstTokenContext::kStandalone) {
+      const auto alone = tok.encode(title, false, false);
+      LLM4DSR_CHECK(!alone.empty(), "position " << k << ": the title '" << title << "' encodes to no token");
+      ids.push_back(alone.front());
+    } else {
+      const std::vector<TokenId> joint = tok.encode(prefix + title + suffix, add_bos_, false);
+      const size_t d = common_prefix(prefix_ids, joint);
+      LLM4DSR_CHECK(d >= 1 && d < joint.size(), "position " << k << ": the title '" << title
+                                                              << "' adds no token after the scoring prefix");
+      context = static_cast<int64_t>(d);
+      ids.assign(joint.begin() + static_cast<std::ptrdiff_t>(d), joint.end());
+      if (first_only) ids.resize(1);
+    }
+    const auto inserted = events.emplace(std::make_pair(context, ids), static_cast<int64_t>(events.size()));
+    plan.context_length[ks] = context;
+    plan.scored_ids[ks] = std::move(ids);
+    plan.event[ks] = inserted.first->second;
+  }
+  return plan;
+}
+
+std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::vector<int64_t>>& items,
+                                                        std::vector<ScoringPlan>& plans) const {
+  torch::InferenceMode inference;
+  LlamaModel model = model_;  // the holder's operator-> is const in a const member
+  const torch::Device device = model->device();
+  const auto cache_options = torch::TensorOptions().dtype(model->dtype()).device(device);
+  const int64_t pad_id = std::max<int64_t>(0, tokenizer_->pad_id());
+  const bool exact = options_.mode == ScoringMode::kExact;
+
+  // Per sequence, the log-probability of each distinct event (index = ScoringPlan::event).
+  std::vector<std::vector<double>> event_lp(plans.size());
+  for (size_t i = 0; i < plans.size(); ++i) {
+    int64_t e = 0;
+    for (int64_t v : plans[i].event) e = std::max(e, v + 1);
+    event_lp[i].assign(static_cast<size_t>(e), 0.0);
+  }
+
+  // Longest first, so micro-batches hold similar lengths and the largest allocation comes first.
+  std::vector<size_t> order(plans.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return plans[a].prefix_ids.size() > plans[b].prefix_ids.size(); });
+
+  const auto mbs = static_cast<size_t>(options_.micro_batch_size);
+  for (size_t start = 0; start < order.size(); start += mbs) {
+    const size_t end = std::min(order.size(), start + mbs);
+    std::vector<const ScoringPlan*> rows;
+    for (size_t r = start; r < end; ++r) rows.push_back(&plans[order[r]]);
+    const MicroBatch mb = left_pad(rows, pad_id);
+    const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1);
+
+    // The positions whose logits are read: per row, the last position of each distinct context
+    // (almost always only the prefix's last token).
+    std::vector<std::vector<int64_t>> row_positions(static_cast<size_t>(B));
+    // Per row and event: (column in row_positions, first scored token).
+    std::vector<std::vector<std::pair<int64_t, int64_t>>> row_reads(static_cast<size_t>(B));
+    int64_t K = 1;
+    for (int64_t b = 0; b < B; ++b) {
+      const ScoringPlan& p = *rows[static_cast<size_t>(b)];
+      auto& reads = row_reads[static_cast<size_t>(b)];
+      reads.assign(event_lp[order[start + static_cast<size_t>(b)]].size(), {-1, -1});
+      auto& pos = row_positions[static_cast<size_t>(b)];
+      for (size_t k = 0; k < p.event.size(); ++k) {
+        const int64_t e = p.event[k];
+        if (e < 0 || reads[static_cast<size_t>(e)].first >= 0) continue;
+        const int64_t at = mb.pads[static_cast<size_t>(b)] + p.context_length[k] - 1;
+        auto it = std::find(pos.begin(), pos.end(), at);
+        if (it == pos.end()) it = pos.insert(pos.end(), at);
+        reads[static_cast<size_t>(e)] = {static_cast<int64_t>(it - pos.begin()), p.scored_ids[k].front()};
+      }
+      K = std::max<int64_t>(K, static_cast<int64_t>(pos.size()));
+    }
+    auto positions = torch::full({B, K}, T - 1, torch::kInt64);
+    for (int64_t b = 0; b < B; ++b)
+      for (size_t c = 0; c < row_positions[static_cast<size_t>(b)].size(); ++c)
+        positions[b][static_cast<int64_t>(c)] = row_positions[static_cast<size_t>(b)][c];
+
+    KVCache cache;
+    if (exact) cache = model->make_cache(B, T);
+    auto hidden = model->forward_hidden(mb.input_ids.to(device), mb.attention_mask.to(device), exact ? &cache : nullptr);
+    auto logp = model->logits_from_hidden(hidden, positions.to(device)).to(torch::kFloat32).log_softmax(-1);  // [B,K,V]
+    hidden = torch::Tensor();
+
+    // One gather on the device, one transfer: flat index (b * K + column) * V + token.
+    const int64_t V = logp.size(2);
+    std::vector<int64_t> flat;
+    for (int64_t b = 0; b < B; ++b)
+      for (const auto& [col, token] : row_reads[static_cast<size_t>(b)])
+        if (col >= 0) flat.push_back((b * K + col) * V + token);
+    auto read = logp.reshape({-1}).index_select(0, torch::tensor(flat, torch::kInt64).to(device)).to(torch::kCPU, torch::kFloat64);
+    logp = torch::Tensor();
+    auto ra = read.accessor<double, 1>();
+    int64_t f = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      auto& lp = event_lp[order[start + static_cast<size_t>(b)]];
+      const auto& reads = row_reads[static_cast<size_t>(b)];
+      for (size_t e = 0; e < reads.size(); ++e)
+        if (reads[e].first >= 0) lp[e] = ra[f++];
+    }
+    if (!exact) continue;
+
+    // Exact mode: the rest of every title, teacher-forced, one pass per sequence over all its
+    // distinct titles, on a copy of the prefix cache repeated once per title.
+    const auto kv = cached_keys_values(cache, model->config(), cache_options);
+    for (int64_t b = 0; b < B; ++b) {
+      const ScoringPlan& p = *rows[static_cast<size_t>(b)];
+      auto& lp = event_lp[order[start + static_cast<size_t>(b)]];
+      std::vector<size_t> title_of_event(lp.size(), p.event.size());
+      for (size_t k = 0; k < p.event.size(); ++k)
+        if (p.event[k] >= 0 && title_of_event[static_cast<size_t>(p.event[k])] == p.event.size())
+          title_of_event[static_cast<size_t>(p.event[k])] = k;
+      std::vector<size_t> rows_k;  // positions (one per event) with more than one scored token
+      int64_t L = 0;
+      for (size_t k : title_of_event) {
+        if (k < p.event.size() && p.scored_ids[k].size() > 1) {
+          rows_k.push_back(k);
+          L = std::max<int64_t>(L, static_cast<int64_t>(p.scored_ids[k].size()) - 1);
+        }
+      }
+      if (rows_k.empty()) continue;
+      const auto R = static_cast<int64_t>(rows_k.size());
+      const int64_t pad = mb.pads[static_cast<size_t>(b)];
+      const int64_t P = T - pad;
+
+      KVCache titles_cache = model->make_cache(R, P + L);
+      for (int64_t l = 0; l < titles_cache.num_layers(); ++l) {
+        const auto& [k, v] = kv[static_cast<size_t>(l)];
+        titles_cache.append(l, k.narrow(0, b, 1).narrow(2, pad, P).expand({R, -1, -1, -1}),
+                            v.narrow(0, b, 1).narrow(2, pad, P).expand({R, -1, -1, -1}));
+      }
+      // A title whose first token merged with the prefix continues from its shorter context: the
+      // prefix positions after it are masked (the model's position ids follow the mask).
+      auto past_mask = torch::ones({R, P}, torch::kInt64);
+      auto input = torch::full({R, L}, pad_id, torch::kInt64);
+      auto input_mask = torch::zeros({R, L}, torch::kInt64);
+      for (int64_t r = 0; r < R; ++r) {
+        const size_t k = rows_k[static_cast<size_t>(r)];
+        if (p.context_length[k] < P) past_mask[r].narrow(0, p.context_length[k], P - p.context_length[k]).zero_();
+        const auto& ids = p.scored_ids[k];
+        for (size_t j = 0; j + 1 < ids.size(); ++j) {
+          input[r][static_cast<int64_t>(j)] = ids[j];
+          input_mask[r][static_cast<int64_t>(j)] = 1;
+        }
+      }
+      titles_cache.append_mask(past_mask.to(device));
+      titles_cache.advance(P);
+      auto title_logp = model->forward(input.to(device), input_mask.to(device), &titles_cache)
+                            .to(torch::kFloat32)
+                            .log_softmax(-1);  // [R, L, V]
+      // Token j + 1 of row r is predicted at input position j; right pads gather a dummy token 0.
+      auto targets = torch::zeros({R, L}, torch::kInt64);
+      for (int64_t r = 0; r < R; ++r) {
+        const auto& ids = p.scored_ids[rows_k[static_cast<size_t>(r)]];
+        for (size_t j = 1; j < ids.size(); ++j) targets[r][static_cast<int64_t>(j) - 1] = ids[j];
+      }
+      auto token_lp = title_logp.gather(2, targets.to(device).unsqueeze(-1)).squeeze(-1);
+      auto sums = (token_lp.to(torch::kFloat64) * input_mask.to(device, torch::kFloat64)).sum(1).to(torch::kCPU);
+      auto sa = sums.accessor<double, 1>();
+      for (int64_t r = 0; r < R; ++r) lp[static_cast<size_t>(p.event[rows_k[static_cast<size_t>(r)]])] += sa[r];
+    }
+  }
+
+  std::vector<NoiseScores> out(plans.size());
+  for (size_t i = 0; i < plans.size(); ++i) {
+    const ScoringPlan& p = plans[i];
+    const auto& lp = event_lp[i];
+    NoiseScores& s = out[i];
+    s.items = items[i];
+    s.dropped_items = p.dropped_items;
+    const size_t n = p.event.size();
+    s.log_prob.assign(n, -std::numeric_limits<float>::infinity());
+    s.prob.assign(n, 0.0f);
+    s.rank.assign(n, 0);
+    double max_lp = -std::numeric_limits<double>::infinity();
+    for (double v : lp) max_lp = std::max(max_lp, v);
+    double z = 0.0;
+    for (double v : lp) z += std::exp(v - max_lp);
+    const double log_z = max_lp + std::log(z);
+    std::vector<double> position_lp(n, -std::numeric_limits<double>::infinity());
+    for (size_t k = 0; k < n; ++k) {
+      if (p.event[k] < 0) continue;
+      position_lp[k] = lp[static_cast<size_t>(p.event[k])];
+      s.log_prob[k] = static_cast<float>(position_lp[k]);
+      s.prob[k] = std::isfinite(log_z) ? static_cast<float>(std::exp(position_lp[k] - log_z)) : 0.0f;
+    }
+    std::vector<size_t> by_score(n);
+    std::iota(by_score.begin(), by_score.end(), size_t{0});
+    std::stable_sort(by_score.begin(), by_score.end(),
+                     [&](size_t a, size_t b) { return position_lp[a] > position_lp[b]; });
+    for (size_t r = 0; r < n; ++r) s.rank[by_score[r]] = static_cast<int64_t>(r) + 1;
+  }
+  return out;
+}
+
+void UncertaintyScorer::score_chunks(const std::vector<std::vector<int64_t>>& sequences, const Catalog& catalog,
+                                     const std::function<void(size_t, std::vector<NoiseScores>&&)>& sink) const {
+  const auto chunk = static_cast<size_t>(options_.chunk_size);
+  for (size_t first = 0; first < sequences.size(); first += chunk) {
+    const size_t end = std::min(sequences.size(), first + chunk);
+    std::vector<std::vector<int64_t>> items(sequences.begin() + static_cast<std::ptrdiff_t>(first),
+                                            sequences.begin() + static_cast<std::ptrdiff_t>(end));
+    std::vector<ScoringPlan> plans(items.size());
+    internal::parallel_over(items.size(), kGrainSize, [&](size_t i) {
+      try {
+        plans[i] = plan(items[i], catalog);
+      } catch (const Error& e) {
+        LLM4DSR_THROW("UncertaintyScorer: sequence " << first + i << ": " << e.what());
+      }
+    });
+    sink(first, score_plans(items, plans));
+  }
+}
+
+std::vector<NoiseScores> UncertaintyScorer::score(const std::vector<std::vector<int64_t>>& sequences,
+                                                  const Catalog& catalog) const {
+  std::vector<NoiseScores> out;
+  out.reserve(sequences.size());
+  score_chunks(sequences, catalog, [&](size_t, std::vector<NoiseScores>&& scores) {
+    for (auto& s : scores) out.push_back(std::move(s));
+  });
+  return out;
+}
+
+std::vector<NoiseScores> UncertaintyScorer::score(const SequenceSet& sequences, const Catalog& catalog) const {
+  std::vector<std::vector<int64_t>> items;
+  items.reserve(sequences.size());
+  for (const auto& s : sequences) items.push_back(s.items);
+  return score(items, catalog);
+}
+
+}  // namespace llm4dsr
