@@ -10,9 +10,11 @@
 #include "torch_bindings.h"
 #include "llm4dsr/error.h"
 #include "llm4dsr/io/hf_checkpoint.h"
+#include "llm4dsr/io/model_registry.h"
 #include "llm4dsr/io/peft_adapter.h"
 #include "llm4dsr/io/safetensors.h"
 #include "llm4dsr/model/config.h"
+#include "llm4dsr/model/generation.h"
 #include "llm4dsr/model/kv_cache.h"
 #include "llm4dsr/model/llama_model.h"
 #include "llm4dsr/model/lora.h"
@@ -103,6 +105,14 @@ void bind_model(py::module_& m) {
       .def_property_readonly("scaling", &LoraConfig::scaling)
       .def_static("from_adapter_config", &io::read_adapter_config, py::arg("path"));
 
+  py::class_<GenerationOutput>(m, "GenerationOutput", "What generate_greedy returns.")
+      .def_readonly("sequences", &GenerationOutput::sequences, "new token ids per row (stop token included)")
+      .def_readonly("stopped", &GenerationOutput::stopped, "whether each row produced a stop token")
+      .def_readonly("steps", &GenerationOutput::steps, "forwards run, the prefill included")
+      .def("__repr__", [](const GenerationOutput& o) {
+        return "GenerationOutput(rows=" + std::to_string(o.sequences.size()) + ", steps=" + std::to_string(o.steps) + ")";
+      });
+
   py::class_<PyLlamaModel>(m, "LlamaModel",
                            "Llama causal language model (HF LlamaForCausalLM numerics) with optional LoRA adapters.")
       .def(py::init([](const ModelConfig& config, const std::string& device, const std::string& dtype, uint64_t seed) {
@@ -120,12 +130,13 @@ void bind_model(py::module_& m) {
             PyLlamaModel p;
             {
               py::gil_scoped_release release;
-              p.model = io::load_hf_checkpoint(path, dev, dt);
+              p.model = io::load_llama_model(path, dev, dt);
             }
             return p;
           },
           py::arg("path"), py::arg("device") = "cpu", py::arg("dtype") = "float32",
-          "Loads a HuggingFace Llama checkpoint folder (config.json + model.safetensors or shards).")
+          "Loads a HuggingFace Llama checkpoint folder (config.json + model.safetensors or shards), a GGUF file "
+          "(dequantised to `dtype`), or a known short name such as 'smollm2-135m-instruct'.")
       .def(
           "save_pretrained",
           [](PyLlamaModel& p, const std::string& path) {
@@ -185,6 +196,22 @@ void bind_model(py::module_& m) {
           py::arg("ids"), py::arg("attention_mask") = py::none(), py::arg("prompt_length") = 1,
           "Logits computed with a KV cache: the first prompt_length tokens in one forward, then one token "
           "per step. Equal to logits() up to rounding.")
+      .def(
+          "generate_greedy",
+          [](PyLlamaModel& p, const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens,
+             const py::object& stop_token_ids, int64_t pad_token_id) {
+            const std::vector<int64_t> stops = stop_token_ids.is_none() ? p.model->config().eos_token_ids
+                                                                        : stop_token_ids.cast<std::vector<int64_t>>();
+            GreedyOptions options;
+            options.pad_token_id = pad_token_id;
+            py::gil_scoped_release release;
+            return generate_greedy(p.model, prompts, max_new_tokens, stops, options);
+          },
+          py::arg("prompts"), py::arg("max_new_tokens") = 32, py::arg("stop_token_ids") = py::none(),
+          py::arg("pad_token_id") = -1,
+          "Greedy decoding with a KV cache of a batch of prompts (lists of token ids, left-padded together). "
+          "stop_token_ids: None = the config's eos_token_ids, [] = none. Returns a GenerationOutput: "
+          ".sequences (the new ids per row, ending with the stop token where a row stopped), .stopped, .steps.")
       .def(
           "add_lora",
           [](PyLlamaModel& p, int64_t r, double alpha, double dropout, const py::object& target_modules,

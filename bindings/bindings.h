@@ -13,5 +13,7 @@ void bind_gguf(pybind11::module_& m);
 void bind_bpe(pybind11::module_& m);
 void bind_train(pybind11::module_& m);
 void bind_io(pybind11::module_& m);
+void bind_grounding(pybind11::module_& m);
+void bind_denoise(pybind11::module_& m);
 
 }  // namespace llm4dsr::bindings

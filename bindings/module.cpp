@@ -34,4 +34,6 @@ PYBIND11_MODULE(_llm4dsr, m) {
   llm4dsr::bindings::bind_bpe(m);
   llm4dsr::bindings::bind_train(m);
   llm4dsr::bindings::bind_io(m);
+  llm4dsr::bindings::bind_denoise(m);
+  llm4dsr::bindings::bind_grounding(m);
 }

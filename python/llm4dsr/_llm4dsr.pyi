@@ -8,7 +8,7 @@ import numpy.typing
 import os
 import torch
 import typing
-__all__: list[str] = ['BpeTokenizer', 'Catalog', 'ChatFormat', 'Dataset', 'Error', 'GGUFFile', 'GGUFTensorInfo', 'GenerationOutput', 'InstructionBuilder', 'InstructionPair', 'LlamaModel', 'LoraConfig', 'ModelCard', 'ModelConfig', 'PretrainedModel', 'PromptTemplate', 'RopeScaling', 'SentencePieceTokenizer', 'Sequence', 'SequenceSet', 'Splits', 'TokenizedInstruction', 'Tokenizer', 'Trainer', 'TrainingExample', 'default_num_threads', 'detect_format', 'inject_noise', 'kcore_filter', 'known_model_names', 'load_pretrained', 'load_safetensors', 'load_tokenizer', 'make_lm_examples', 'make_synthetic', 'model_cache_dir', 'num_threads', 'prepare', 'read_dataset', 'resolve_model', 'save_pretrained', 'save_safetensors', 'set_num_threads', 'split_leave_one_out', 'split_windows', 'synthetic_genres', 'write_jsonl', 'write_recbole', 'write_splits_csv']
+__all__: list[str] = ['BpeTokenizer', 'Catalog', 'ChatFormat', 'Dataset', 'Embedder', 'Error', 'GGUFFile', 'GGUFTensorInfo', 'GenerationOutput', 'Grounder', 'InstructionBuilder', 'InstructionPair', 'LlamaModel', 'LoraConfig', 'ModelCard', 'ModelConfig', 'NoiseScores', 'PretrainedModel', 'PromptTemplate', 'RopeScaling', 'SentencePieceTokenizer', 'Sequence', 'SequenceSet', 'Splits', 'TokenizedInstruction', 'Tokenizer', 'Trainer', 'TrainingExample', 'UncertaintyScorer', 'all_noise_scores', 'default_num_threads', 'default_quantile_grid', 'detect_format', 'flag_noise', 'inject_noise', 'kcore_filter', 'known_model_names', 'load_pretrained', 'load_safetensors', 'load_tokenizer', 'make_lm_examples', 'make_synthetic', 'model_cache_dir', 'noise_threshold', 'num_threads', 'prepare', 'read_dataset', 'resolve_model', 'save_pretrained', 'save_safetensors', 'search_eta', 'set_num_threads', 'split_leave_one_out', 'split_windows', 'synthetic_genres', 'write_jsonl', 'write_recbole', 'write_splits_csv']
 class Error(RuntimeError):
     pass
 class Catalog:
@@ -306,10 +306,11 @@ class SentencePieceTokenizer(Tokenizer):
         From the bytes of a serialized ModelProto (what serialized() returns).
         """
     @staticmethod
-    def train(texts: collections.abc.Sequence[str], vocab_size: typing.SupportsInt | typing.SupportsIndex = 2000, model_type: str = 'bpe', character_coverage: typing.SupportsFloat | typing.SupportsIndex = 1.0, seed: typing.SupportsInt | typing.SupportsIndex = 0, byte_fallback: bool = True) -> SentencePieceTokenizer:
+    def train(texts: collections.abc.Sequence[str], vocab_size: typing.SupportsInt | typing.SupportsIndex = 2000, model_type: str = 'bpe', character_coverage: typing.SupportsFloat | typing.SupportsIndex = 1.0, seed: typing.SupportsInt | typing.SupportsIndex = 0, byte_fallback: bool = True, hard_vocab_limit: bool = True) -> SentencePieceTokenizer:
         """
         Trains a model on `texts`, in memory and deterministically. Ids: 0 <unk>, 1 <s>, 2 </s>, 3 <pad>.
-        model_type is 'bpe' or 'unigram'; with byte_fallback unseen characters become byte pieces, never <unk>.
+        model_type is 'bpe' or 'unigram'; with byte_fallback unseen characters become byte pieces, never <unk>;
+        with hard_vocab_limit=False vocab_size is an upper bound (a small corpus gives fewer pieces).
         """
     def save(self, path: os.PathLike | str | bytes) -> None:
         """
@@ -1096,10 +1097,178 @@ class PretrainedModel:
     @property
     def path(self) -> str:
         ...
+class NoiseScores:
+    """
+    P_noise of every position of one sequence (UncertaintyScorer.score).
+    
+    log_prob: float32 log P_noise per position (-inf for the oldest `dropped_items` positions, which did
+    not fit in the prompt); prob: exp(log_prob) normalised over the sequence's distinct scored events
+    (a repeated title counts once; in first-token mode, titles sharing a first token count once);
+    rank: 1 = most likely noise, a permutation (equal scores: earlier position first).
+    """
+    def __init__(self) -> None:
+        ...
+    def __len__(self) -> int:
+        ...
+    def __repr__(self) -> str:
+        ...
+    @property
+    def dropped_items(self) -> int:
+        ...
+    @property
+    def items(self) -> numpy.typing.NDArray[numpy.int64]:
+        ...
+    @property
+    def log_prob(self) -> numpy.typing.NDArray[numpy.float32]:
+        ...
+    @property
+    def prob(self) -> numpy.typing.NDArray[numpy.float32]:
+        ...
+    @property
+    def rank(self) -> numpy.typing.NDArray[numpy.int64]:
+        ...
+class UncertaintyScorer:
+    """
+    P_noise(s_k) of LLM4DSR (paper Eq. 2): the probability that the model names item s_k right after
+    "Noise Items:" given the sequence's prompt.
+    
+    mode: 'first-token' (the paper's practical form: one forward per sequence, the log-probability of
+    each title's first token) or 'exact' (every token of each title, optionally + the closing quote).
+    first_token_context: 'in-context' (the token the model sees after the opening quote) or 'standalone'
+    (each title tokenised alone, as the authors' released code did: the wrong token for most titles).
+    template / chat_format: names or PromptTemplate / ChatFormat objects; use those the model was
+    fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest items.
+    """
+    def __init__(self, model: LlamaModel, tokenizer: Tokenizer, template: typing.Any = 'llm4dsr-paper', chat_format: typing.Any = 'none', mode: str = 'first-token', first_token_context: str = 'in-context', micro_batch_size: typing.SupportsInt | typing.SupportsIndex = 16, max_prompt_tokens: typing.SupportsInt | typing.SupportsIndex = 512, include_closing_delimiter: bool = False, chunk_size: typing.SupportsInt | typing.SupportsIndex = 1024) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def plan(self, items: typing.Any, catalog: Catalog) -> dict:
+        """
+        What score() feeds the model for one sequence: prefix_ids, and per position the prefix length it is conditioned on (context_length), the ids scored after it (scored_ids) and its distinct event.
+        """
+    def score(self, sequences: typing.Any, catalog: Catalog) -> list[NoiseScores]:
+        """
+        A list of NoiseScores, one per sequence (a SequenceSet, Sequence objects, or lists/arrays of item ids).
+        """
+    @property
+    def chat_format(self) -> ChatFormat:
+        ...
+    @property
+    def first_token_context(self) -> str:
+        ...
+    @property
+    def mode(self) -> str:
+        ...
+    @property
+    def prompt_template(self) -> PromptTemplate:
+        ...
+class Embedder:
+    """
+    Text -> float32 vectors from a LlamaModel's final hidden states (the f of the paper's Eq. 4).
+    pooling "last" (the last token's hidden state, as the authors) or "mean" (over the text's tokens,
+    pads excluded). use_lora=False embeds with the base model: adapters are switched off for the call.
+    Texts run sorted by length in left-padded micro-batches; each row equals the text embedded alone.
+    """
+    def __init__(self, model: LlamaModel, tokenizer: Tokenizer, pooling: str = 'last', use_lora: bool = False, micro_batch_size: typing.SupportsInt | typing.SupportsIndex = 32, max_tokens: typing.SupportsInt | typing.SupportsIndex = 128, add_bos: bool = True, normalize: bool = False) -> None:
+        ...
+    def embed(self, texts: collections.abc.Sequence[str]) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        float32 [len(texts), hidden] numpy array (owns the C++ buffer: no copy).
+        """
+    def token_ids(self, text: str) -> list[int]:
+        """
+        The ids embed() runs for `text`.
+        """
+    @property
+    def dim(self) -> int:
+        ...
+    @property
+    def max_tokens(self) -> int:
+        ...
+    @property
+    def micro_batch_size(self) -> int:
+        ...
+    @property
+    def pooling(self) -> str:
+        ...
+    @property
+    def use_lora(self) -> bool:
+        ...
+class Grounder:
+    """
+    Maps suggested item texts / embeddings to catalogue items (paper Eq. 4) by cosine similarity.
+    titles[i] and embeddings[i] (float32 [N, D]) describe item i + 1. index "auto" (flat below
+    hnsw_min_items items, HNSW from there), "flat" (exact) or "hnsw" (approximate; ef_search trades recall
+    for speed). A text equal to a title up to case and white space returns that item (exact=True,
+    similarity 1) without a search. search() and ground() release the GIL and may run from several
+    threads.
+    """
+    @staticmethod
+    def from_catalog(catalog: Catalog, embeddings: typing.Any = None, embedder: Embedder = None, index: str = 'auto', ef_search: typing.SupportsInt | typing.SupportsIndex = 64, exact_title_match: bool = True) -> Grounder:
+        """
+        Titles from the catalogue (ids 1..N); embeddings given [N, D] or computed by `embedder` from the titles.
+        """
+    @staticmethod
+    def normalize_title(text: str) -> str:
+        ...
+    def __init__(self, titles: collections.abc.Sequence[str], embeddings: typing.Any, index: str = 'auto', ef_search: typing.SupportsInt | typing.SupportsIndex = 64, hnsw_min_items: typing.SupportsInt | typing.SupportsIndex = 50000, hnsw_m: typing.SupportsInt | typing.SupportsIndex = 32, ef_construction: typing.SupportsInt | typing.SupportsIndex = 40, exact_title_match: bool = True) -> None:
+        ...
+    def __len__(self) -> int:
+        ...
+    def exact_match(self, text: str, exclude: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex] = []) -> int | None:
+        ...
+    def ground(self, texts: typing.Any = None, embeddings: typing.Any = None, exclude: typing.Any = None, embedder: Embedder = None, as_arrays: bool = False) -> typing.Any:
+        """
+        The best catalogue item per query: a list of (item_id, similarity, exact), or with as_arrays=True the
+        arrays (ids int64, similarities float32, exact bool). texts (one per query) enable the exact title
+        short-cut; embeddings [Q, D] are searched for the others, or `embedder` embeds the unresolved texts.
+        exclude: one list of item ids per query (the sequence's items, the one being replaced).
+        """
+    def search(self, queries: typing.Any, k: typing.SupportsInt | typing.SupportsIndex, exclude: typing.Any = None, out: typing.Any = None) -> tuple[numpy.typing.NDArray[numpy.int64], numpy.typing.NDArray[numpy.float32]]:
+        """
+        Top-k items by cosine for float32 queries [Q, D]: (ids int64 [Q, k] with ids 1..N, similarities float32
+        [Q, k]), best first. exclude: one list of item ids per query never to return. out=(ids, sims): write
+        into these preallocated arrays instead.
+        """
+    def title(self, item_id: typing.SupportsInt | typing.SupportsIndex) -> str:
+        ...
+    @property
+    def dim(self) -> int:
+        ...
+    @property
+    def ef_search(self) -> int:
+        ...
+    @ef_search.setter
+    def ef_search(self, arg1: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def embeddings(self) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        The normalised catalogue embeddings the index holds, a read-only view [N, D] (no copy).
+        """
+    @property
+    def index_type(self) -> str:
+        ...
+    @property
+    def size(self) -> int:
+        ...
+def all_noise_scores(scores: collections.abc.Sequence[NoiseScores], score: str = 'raw') -> numpy.typing.NDArray[numpy.float64]:
+    """
+    float64 array of every scored position's score, sequence after sequence (dropped positions left out); score='raw' (P_noise = exp(log_prob)) or 'normalised' (prob).
+    """
 def default_num_threads() -> int:
     ...
+def default_quantile_grid() -> list[float]:
+    """
+    The paper's eta quantiles 0, 0.05, ..., 1.
+    """
 def detect_format(path: str) -> str:
     ...
+def flag_noise(scores: typing.Any, eta: typing.SupportsFloat | typing.SupportsIndex, budget: typing.SupportsInt | typing.SupportsIndex = 0, score: str = 'raw') -> list:
+    """
+    Per sequence, the flagged positions (int64 arrays, ascending): score > eta (Eq. 3), at most `budget` per sequence, highest first (0 = no limit). scores: NoiseScores objects or lists of floats.
+    """
 def inject_noise(users: SequenceSet, num_items: typing.SupportsInt | typing.SupportsIndex, alpha: typing.SupportsFloat | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     In place: replace each position with probability alpha by a uniformly random other item; sets labels and original_items.
@@ -1130,6 +1299,10 @@ def make_synthetic(num_users: typing.SupportsInt | typing.SupportsIndex = 300, n
     """
 def model_cache_dir() -> str:
     ...
+def noise_threshold(scores: typing.Any, quantile: typing.SupportsFloat | typing.SupportsIndex, score: str = 'raw') -> float:
+    """
+    eta at `quantile` (inverted CDF: the smallest score with at least that fraction of scores at or below it; -inf for 0) of a list of NoiseScores or of a flat array of scores. Compute it on the VALIDATION split.
+    """
 def num_threads() -> int:
     """
     libtorch's current intra-op thread count.
@@ -1150,6 +1323,10 @@ def save_pretrained(model: PretrainedModel, folder: str, with_base: bool = True)
     """
 def save_safetensors(path: str, tensors: dict, metadata: collections.abc.Mapping[str, str] = {}) -> None:
     ...
+def search_eta(validation: collections.abc.Sequence[NoiseScores], objective: collections.abc.Callable, budget: typing.SupportsInt | typing.SupportsIndex = 0, score: str = 'raw', grid: typing.Any = None) -> dict:
+    """
+    Scans eta quantiles on VALIDATION scores (never the test split): objective(eta, flags) -> float, higher is better. Returns {'candidates': [...], 'best': {'quantile', 'eta', 'objective'}} (ties: the higher quantile).
+    """
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     """
     Set libtorch's intra-op threads (n <= 0: $LLM4DSR_NUM_THREADS or the number of cores).

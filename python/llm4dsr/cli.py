@@ -196,10 +196,13 @@ def cmd_finetune(args) -> int:
     trainer = llm4dsr.Trainer(model, learning_rate=args.lr, num_epochs=args.epochs, micro_batch_size=args.batch_size,
                               gradient_accumulation_steps=args.grad_accum, bf16=args.bf16, pad_token_id=pad,
                               seed=args.seed, output_dir=args.out, save_steps=args.save_steps, progress=False)
-    held_out = builder.tokenize(llm4dsr.InstructionBuilder(
+    # The held-out loss is on the response tokens whatever --loss-on trains on: tokenized by its own
+    # builder (the training builder would label the prompt too under --loss-on all).
+    held_out_builder = llm4dsr.InstructionBuilder(
         template=args.template, chat_format=chat_format, max_prompt_tokens=args.max_prompt_tokens,
         loss_on="response", max_pairs=min(200, len(splits.valid)), seed=args.seed + 1)
-        .make_pairs(splits.valid, dataset.catalog), base.tokenizer) if len(splits.valid) else None
+    held_out = held_out_builder.tokenize(held_out_builder.make_pairs(splits.valid, dataset.catalog),
+                                         base.tokenizer) if len(splits.valid) else None
     loss_before = trainer.evaluate(held_out) if held_out else None
     try:
         result = trainer.train(data, resume=args.resume, callback=callback)

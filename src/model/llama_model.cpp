@@ -1,19 +1,169 @@
 #include "llm4dsr/model/llama_model.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/cpu/Utils.h>
+
+#include <atomic>
 #include <cmath>
 
 #include <torch/torch.h>
 
+#include "internal/rms_norm.h"
 #include "llm4dsr/error.h"
 
 namespace llm4dsr {
 
 namespace {
 
-torch::Tensor rotate_half(const torch::Tensor& x) {
+// x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1], for x [B, T, heads, D] (any strides
+// with a unit inner one) and cos/sin [B, T, 1, D] whose two halves are equal (HF's cat(freqs, freqs)).
+// One product and two half-width multiply-adds into a fresh contiguous [B, T, heads, D] tensor,
+// instead of HF's negation, concatenation, two products and a sum, each allocating a full tensor.
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  torch::Tensor out = x * cos;
+  out.narrow(-1, 0, half).addcmul_(x.narrow(-1, half, half), sin.narrow(-1, 0, half), -1);
+  out.narrow(-1, half, half).addcmul_(x.narrow(-1, 0, half), sin.narrow(-1, half, half), 1);
+  return out;
+}
+
+// RoPE with its own backward: the rotation is linear, so the gradient is the transposed rotation
+// g * cos + [g2 * sin, -g1 * sin], and only cos/sin are kept for it (autograd through the elementwise
+// ops would keep x and several intermediates).
+struct RotaryFunction : public torch::autograd::Function<RotaryFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& cos,
+                               const torch::Tensor& sin) {
+    ctx->save_for_backward({cos, sin});
+    return apply_rotary(x, cos, sin);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& cos = saved[0];
+    const torch::Tensor& sin = saved[1];
+    const torch::Tensor& g = grads[0];
+    const int64_t half = g.size(-1) / 2;
+    torch::Tensor dx = g * cos;
+    dx.narrow(-1, 0, half).addcmul_(g.narrow(-1, half, half), sin.narrow(-1, half, half), 1);
+    dx.narrow(-1, half, half).addcmul_(g.narrow(-1, 0, half), sin.narrow(-1, 0, half), -1);
+    return {dx, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// 1 / sqrt(mean(h^2) + eps) per row of the fp32 tensor h, [..., 1]: one read of h, no full-size temporary.
+torch::Tensor rms_inverse(const torch::Tensor& h, double eps) {
+  return at::linalg_vector_norm(h, 2, {-1}, /*keepdim=*/true).square_().div_(h.size(-1)).add_(eps).rsqrt_();
+}
+
+// weight * (x.float() * r).to(x.dtype) given r = rms_inverse(x.float()), with every full-size
+// temporary reused in place (the path for devices and dtypes the CPU kernel does not take).
+torch::Tensor rms_scale(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& r, const torch::Tensor& weight) {
+  torch::Tensor n = h.is_same(x) ? h * r : h.mul_(r).to(x.scalar_type());
+  if (at::result_type(weight, n) != n.scalar_type()) return weight * n;
+  return n.mul_(weight);
+}
+
+// RMSNorm with its own backward: dx = r * (gn - n * mean(gn * n)) with n = x * r and gn = g * weight,
+// computed in fp32 from the saved input and r (autograd through HF's steps would keep and stream
+// several full-size intermediates).
+struct RMSNormFunction : public torch::autograd::Function<RMSNormFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               double eps) {
+    torch::Tensor r, out;
+    if (internal::rms_norm_kernel_applies(x, weight)) {
+      out = internal::rms_norm_forward(x, weight, eps, &r);
+    } else {
+      torch::Tensor h = x.to(torch::kFloat32);
+      r = rms_inverse(h, eps);
+      out = rms_scale(x, h, r, weight);
+    }
+    ctx->save_for_backward({x, weight, r});
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];
+    const torch::Tensor& weight = saved[1];
+    const torch::Tensor& r = saved[2];
+    if (internal::rms_norm_kernel_applies(x, weight)) {
+      auto [dx, dweight] = internal::rms_norm_backward(grads[0], x, weight, r, ctx->needs_input_grad(1));
+      return {ctx->needs_input_grad(0) ? dx : torch::Tensor(), dweight, torch::Tensor()};
+    }
+    const torch::Tensor g = grads[0].to(torch::kFloat32);
+    const torch::Tensor rr = r.dim() == x.dim() ? r : r.unsqueeze(-1);
+    torch::Tensor n = x.to(torch::kFloat32) * rr;
+    torch::Tensor dweight;
+    if (ctx->needs_input_grad(1)) {
+      // HF rounds n to x's dtype before the product with the weight.
+      const torch::Tensor nr = n.to(x.scalar_type()).to(torch::kFloat32);
+      dweight = (g * nr).reshape({-1, weight.numel()}).sum(0).to(weight.scalar_type());
+    }
+    torch::Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      torch::Tensor gn = g * weight.to(torch::kFloat32);
+      torch::Tensor mean_gn = (gn * n).mean(-1, /*keepdim=*/true);
+      dx = gn.sub_(n.mul_(mean_gn)).mul_(rr).to(x.scalar_type());
+    }
+    return {dx, dweight, torch::Tensor()};
+  }
+};
+
+// oneDNN's linear with post-ops, as torch.compile's CPU backend uses it: mkldnn::_linear_pointwise,
+// looked up once through the dispatcher (it is registered by libtorch, not declared in its headers).
+const c10::OperatorHandle* linear_pointwise_op(const char* overload) {
+  auto find = [](const char* o) -> std::optional<c10::OperatorHandle> {
+    return c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", o});
+  };
+  static const std::optional<c10::OperatorHandle> unary = find("");
+  static const std::optional<c10::OperatorHandle> binary = find("binary");
+  const auto& op = std::string(overload).empty() ? unary : binary;
+  return op ? &*op : nullptr;
+}
+
+// Whether this machine runs bf16 GEMMs natively (AVX512-BF16 or AMX), so oneDNN is ATen's own bf16 path.
+bool native_bf16_gemm() {
+  static const bool yes = [] {
+    const auto caps = at::cpu::get_cpu_capabilities();
+    auto has = [&](const char* key) {
+      auto it = caps.find(key);
+      return it != caps.end() && it->second.isBool() && it->second.toBool();
+    };
+    return at::globalContext().userEnabledMkldnn() && (has("avx512_bf16") || has("amx_bf16"));
+  }();
+  return yes;
+}
+
+// silu(x gate^T) * (x up^T) for a bf16 CPU MLP without recorded gradients, as two oneDNN GEMMs whose
+// epilogues apply the SiLU and the product: the [tokens, intermediate] activations are written once
+// instead of being re-read by separate silu and mul passes. The epilogues work on the fp32
+// accumulators, so the result differs from the unfused one by bf16 rounding only. Undefined when the
+// fused path does not apply (then the caller computes it step by step).
+torch::Tensor fused_swiglu(const torch::Tensor& x, const torch::Tensor& gate_weight, const torch::Tensor& up_weight) {
+  static std::atomic<bool> broken{false};
+  if (broken.load() || !x.device().is_cpu() || x.scalar_type() != torch::kBFloat16 ||
+      gate_weight.scalar_type() != torch::kBFloat16 || up_weight.scalar_type() != torch::kBFloat16 ||
+      !native_bf16_gemm())
+    return {};
+  const c10::OperatorHandle* unary = linear_pointwise_op("");
+  const c10::OperatorHandle* binary = linear_pointwise_op("binary");
+  if (!unary || !binary) return {};
+  try {
+    const torch::Tensor x2 = x.reshape({-1, x.size(-1)}).contiguous();
+    torch::jit::Stack stack{x2, gate_weight, c10::IValue(), std::string("swish"),
+                            c10::List<std::optional<at::Scalar>>(), c10::IValue()};
+    unary->callBoxed(stack);
+    const torch::Tensor gate = stack.at(0).toTensor();
+    stack = {x2, gate, up_weight, c10::IValue(), std::string("mul")};
+    binary->callBoxed(stack);
+    auto sizes = x.sizes().vec();
+    sizes.back() = up_weight.size(0);
+    return stack.at(0).toTensor().view(sizes);
+  } catch (const c10::Error&) {
+    broken = true;  // e.g. a libtorch built without oneDNN's post-ops: the unfused path for good
+    return {};
+  }
 }
 
 // HF's default inverse frequencies, computed exactly as transformers does (int64 arange cast to fp32).
@@ -51,10 +201,11 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, torch::TensorOptions options)
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  auto h = x.to(torch::kFloat32);
-  auto variance = h.pow(2).mean(-1, /*keepdim=*/true);
-  h = h * torch::rsqrt(variance + eps);
-  return weight * h.to(x.scalar_type());
+  if (at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad()))
+    return RMSNormFunction::apply(x, weight, eps);
+  if (internal::rms_norm_kernel_applies(x, weight)) return internal::rms_norm_forward(x, weight, eps);
+  torch::Tensor h = x.to(torch::kFloat32);
+  return rms_scale(x, h, rms_inverse(h, eps), weight);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -68,26 +219,49 @@ LlamaAttentionImpl::LlamaAttentionImpl(const ModelConfig& c, int64_t layer_index
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
+  return o_proj(attend(x, ctx));
+}
+
+torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const AttentionContext& ctx) {
   const int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, num_heads_, head_dim_}).transpose(1, 2);
-  auto k = k_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);
-  auto v = v_proj(x).view({B, T, num_kv_heads_, head_dim_}).transpose(1, 2);
-  auto cos = ctx.cos.unsqueeze(1), sin = ctx.sin.unsqueeze(1);
-  q = q * cos + rotate_half(q) * sin;
-  k = k * cos + rotate_half(k) * sin;
-  if (ctx.cache) std::tie(k, v) = ctx.cache->append(layer_index_, k, v);
-  const int64_t S = k.size(2);
-  if (num_kv_heads_ != num_heads_) {
-    // HF's repeat_kv: each KV head serves num_heads / num_kv_heads consecutive query heads.
-    const int64_t rep = num_heads_ / num_kv_heads_;
-    k = k.unsqueeze(2).expand({B, num_kv_heads_, rep, S, head_dim_}).reshape({B, num_heads_, S, head_dim_});
-    v = v.unsqueeze(2).expand({B, num_kv_heads_, rep, S, head_dim_}).reshape({B, num_heads_, S, head_dim_});
+  // RoPE is applied in the projections' own [B, T, heads, D] layout and heads are moved by strides
+  // only: SDPA reads strided inputs, and its CPU kernel writes [B, T, heads, D], so the output needs
+  // no copy either.
+  auto q = q_proj(x).view({B, T, num_heads_, head_dim_});
+  auto k = k_proj(x).view({B, T, num_kv_heads_, head_dim_});
+  auto v = v_proj(x).view({B, T, num_kv_heads_, head_dim_});
+  auto cos = ctx.cos.unsqueeze(2), sin = ctx.sin.unsqueeze(2);
+  if (at::GradMode::is_enabled()) {
+    q = RotaryFunction::apply(q, cos, sin);
+    k = RotaryFunction::apply(k, cos, sin);
+  } else {
+    q = apply_rotary(q, cos, sin);
+    k = apply_rotary(k, cos, sin);
   }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
+  v = v.transpose(1, 2);
+  if (ctx.cache) std::tie(k, v) = ctx.cache->append(layer_index_, k, v);
   std::optional<torch::Tensor> mask;
   if (ctx.mask.defined()) mask = ctx.mask;
+  // The CPU flash-attention backward has no fast bf16/fp16 kernel (about 2.5x slower than in fp32 at
+  // T = 128): when a gradient is recorded, attention runs in fp32 on upcast copies of q, k and v
+  // (small next to the projections) and its output is rounded back once.
+  const auto dtype = q.scalar_type();
+  const bool upcast = at::GradMode::is_enabled() && q.device().is_cpu() &&
+                      (dtype == torch::kBFloat16 || dtype == torch::kFloat16);
+  if (upcast) {
+    q = q.to(torch::kFloat32);
+    k = k.to(torch::kFloat32);
+    v = v.to(torch::kFloat32);
+  }
+  // enable_gqa: each KV head serves num_heads / num_kv_heads consecutive query heads (HF's repeat_kv)
+  // without materialising the repeated keys and values.
   auto out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, ctx.is_causal && T > 1,
-                                              1.0 / std::sqrt(static_cast<double>(head_dim_)));
-  return o_proj(out.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}));
+                                              1.0 / std::sqrt(static_cast<double>(head_dim_)),
+                                              /*enable_gqa=*/num_kv_heads_ != num_heads_);
+  if (upcast) out = out.to(dtype);
+  return out.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_});
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -97,8 +271,17 @@ LlamaMLPImpl::LlamaMLPImpl(const ModelConfig& c, torch::TensorOptions options) {
   down_proj = register_module("down_proj", LoraLinear(c.intermediate_size, c.hidden_size, c.mlp_bias, options));
 }
 
-torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) {
-  return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) { return down_proj(activation(x)); }
+
+torch::Tensor LlamaMLPImpl::activation(const torch::Tensor& x) {
+  if (!at::GradMode::is_enabled() && !gate_proj->bias.defined() && !up_proj->bias.defined() &&
+      !(gate_proj->has_adapter() && !gate_proj->merged()) && !(up_proj->has_adapter() && !up_proj->merged())) {
+    torch::Tensor fused = fused_swiglu(x, gate_proj->weight, up_proj->weight);
+    if (fused.defined()) return fused;
+  }
+  torch::Tensor gate = gate_proj(x), up = up_proj(x);
+  if (at::GradMode::is_enabled()) return torch::silu(gate) * up;
+  return torch::silu_(gate).mul_(up);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -110,8 +293,10 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c, int64_t layer
 }
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  auto h = x + self_attn(input_layernorm(x), ctx);
-  return h + mlp(post_attention_layernorm(h));
+  torch::Tensor h = self_attn->o_proj->forward_add(self_attn->attend(input_layernorm(x), ctx), x);
+  // h is this layer's own tensor: without recorded gradients the MLP output is accumulated into it.
+  return mlp->down_proj->forward_add(mlp->activation(post_attention_layernorm(h)), h,
+                                     /*in_place=*/!at::GradMode::is_enabled());
 }
 
 // ---------------------------------------------------------------------------------------------------

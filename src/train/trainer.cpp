@@ -3,7 +3,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Generator.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/nn/functional/loss.h>
+#include <torch/autograd.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
@@ -101,9 +101,75 @@ std::vector<std::pair<std::string, torch::Tensor>> trainable_parameters(LlamaMod
 
 at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
 
+// Rows of [rows, vocab] logits handled at once by LinearCrossEntropy: large enough for the lm_head GEMM
+// to run at full speed, small enough that the chunk buffers stay a few tens of MB.
+constexpr int64_t kLossChunkElements = int64_t(1) << 23;
+
+// sum_i cross_entropy(hidden[i] . weight^T, target[i]) in fp32, the lm_head fused with the loss.
+//
+// The logits are formed chunk by chunk in two reused buffers (the GEMM's output in the model's dtype,
+// then fp32 log-probabilities, as HF upcasts them), so no [rows, vocab] tensor is ever allocated:
+// at a 49152-token vocabulary the full-size logits, log-softmax and their gradients would each be
+// hundreds of MB, filled page by page on every step. When a gradient is needed it is formed in the
+// same pass, (softmax - onehot) times the weight, and kept [rows, hidden]-sized until backward()
+// scales it by the incoming gradient.
+struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
+                               const torch::Tensor& weight, const torch::Tensor& target, int64_t chunk_rows,
+                               bool need_hidden, bool need_weight) {
+    const int64_t rows = hidden.size(0), vocab = weight.size(0);
+    const int64_t chunk =
+        std::max<int64_t>(1, std::min<int64_t>(rows, chunk_rows > 0 ? chunk_rows : kLossChunkElements / vocab));
+    const auto f32 = hidden.options().dtype(torch::kFloat32);
+    const bool fp32 = hidden.scalar_type() == torch::kFloat32;
+    torch::Tensor logits = torch::empty({chunk, vocab}, hidden.options());
+    torch::Tensor upcast = fp32 ? logits : torch::empty({chunk, vocab}, f32);
+    torch::Tensor logp = torch::empty({chunk, vocab}, f32);
+    torch::Tensor grad_hidden = need_hidden ? torch::empty_like(hidden) : torch::Tensor();
+    // fp32 accumulator for the weight's gradient across chunks (bf16 sums would round per chunk).
+    torch::Tensor grad_weight = need_weight ? torch::zeros(weight.sizes(), f32) : torch::Tensor();
+    torch::Tensor total = torch::zeros({}, f32);
+    for (int64_t start = 0; start < rows; start += chunk) {
+      const int64_t n = std::min(chunk, rows - start);
+      const torch::Tensor h = hidden.narrow(0, start, n);
+      const torch::Tensor t = target.narrow(0, start, n).unsqueeze(1);
+      torch::Tensor l = logits.narrow(0, 0, n), u = upcast.narrow(0, 0, n), lp = logp.narrow(0, 0, n);
+      at::mm_out(l, h, weight.t());
+      if (!fp32) u.copy_(l);
+      at::_log_softmax_out(lp, u, 1, /*half_to_float=*/false);
+      total.sub_(lp.gather(1, t).sum());
+      if (!need_hidden && !need_weight) continue;
+      // d loss / d logits = softmax - onehot(target), rounded to the model's dtype as HF's cast back does.
+      lp.exp_().scatter_add_(1, t, torch::full({n, 1}, -1.0, f32));
+      const torch::Tensor d = fp32 ? lp : l.copy_(lp);
+      if (need_hidden) {
+        torch::Tensor gh = grad_hidden.narrow(0, start, n);
+        at::mm_out(gh, d, weight);
+      }
+      if (need_weight) {
+        if (fp32) grad_weight.addmm_(d.t(), h);
+        else grad_weight.add_(torch::mm(d.t(), h));
+      }
+    }
+    if (need_weight) grad_weight = grad_weight.to(weight.scalar_type());
+    ctx->save_for_backward({grad_hidden, grad_weight});
+    return total;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& g = grads[0];
+    return {saved[0].defined() ? saved[0] * g.to(saved[0].scalar_type()) : torch::Tensor(),
+            saved[1].defined() ? saved[1] * g.to(saved[1].scalar_type()) : torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
 
-LossSum causal_lm_loss_sum(LlamaModel& model, const std::vector<const TrainingExample*>& batch, int64_t pad_token_id) {
+LossSum causal_lm_loss_sum(LlamaModel& model, const std::vector<const TrainingExample*>& batch, int64_t pad_token_id,
+                           int64_t loss_chunk_rows) {
   LLM4DSR_CHECK(!batch.empty(), "causal_lm_loss_sum needs a non-empty batch");
   int64_t max_len = 0;
   for (const auto* e : batch) max_len = std::max<int64_t>(max_len, e->input_ids.size());
@@ -135,10 +201,20 @@ LossSum causal_lm_loss_sum(LlamaModel& model, const std::vector<const TrainingEx
   }
   auto row_index = torch::tensor(rows, torch::kInt64).to(device);
   auto target = torch::tensor(targets, torch::kInt64).to(device);
-  auto selected = hidden.reshape({-1, hidden.size(-1)}).index_select(0, row_index).unsqueeze(0);
-  auto logits = model->logits_from_hidden(selected).squeeze(0).to(torch::kFloat32);
-  out.sum = torch::nn::functional::cross_entropy(
-      logits, target, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  auto selected = hidden.reshape({-1, hidden.size(-1)}).index_select(0, row_index);
+  // Which gradients the loss needs is decided here: inside forward() autograd is off, and without
+  // recording there is no graph to ask.
+  const bool grad = at::GradMode::is_enabled();
+  torch::Tensor weight = model->lm_head_weight;
+  const auto device_type = selected.device().type();
+  if (at::autocast::is_autocast_enabled(device_type)) {
+    // What autocast does to the lm_head linear it replaces: the GEMM in the autocast dtype, the loss in fp32.
+    const auto dtype = at::autocast::get_autocast_dtype(device_type);
+    selected = selected.to(dtype);
+    weight = weight.to(dtype);
+  }
+  out.sum = LinearCrossEntropy::apply(selected, weight, target, loss_chunk_rows, grad && selected.requires_grad(),
+                                      grad && weight.requires_grad());
   return out;
 }
 

@@ -103,6 +103,67 @@ TEST_CASE("RMSNorm matches a hand computation", "[model]") {
   CHECK(max_diff(norm(x), expected) < 1e-6);
 }
 
+TEST_CASE("RMSNorm's fused forward and backward equal autograd through HF's formula", "[model]") {
+  // HF: w * (x.float() * rsqrt(mean(x.float()^2) + eps)).to(x.dtype)
+  auto hf = [](const torch::Tensor& x, const torch::Tensor& w, double eps) {
+    auto h = x.to(torch::kFloat32);
+    h = h * torch::rsqrt(h.pow(2).mean(-1, true) + eps);
+    return w * h.to(x.scalar_type());
+  };
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    INFO(dtype);
+    llm4dsr::RMSNorm norm(24, 1e-5, torch::TensorOptions().dtype(dtype));
+    {
+      torch::NoGradGuard g;
+      norm->weight.copy_(1 + 0.3 * torch::randn({24}));
+    }
+    auto x = (3 * torch::randn({3, 50, 24}) + 0.5).to(dtype);  // 150 rows: several row blocks
+    auto w_ref = norm->weight.detach().clone().requires_grad_(true);
+    auto x_ref = x.clone().requires_grad_(true);
+    auto expected = hf(x_ref, w_ref, 1e-5);
+    const double tol = dtype == torch::kFloat32 ? 1e-5 : 3e-2;
+    {
+      torch::NoGradGuard g;
+      CHECK(max_diff(norm(x).to(torch::kFloat32), expected.detach().to(torch::kFloat32)) <= tol);
+    }
+    auto x_ours = x.clone().requires_grad_(true);
+    auto got = norm(x_ours);
+    CHECK(max_diff(got.detach().to(torch::kFloat32), expected.detach().to(torch::kFloat32)) <= tol);
+    auto upstream = torch::randn(got.sizes()).to(dtype);
+    (got.to(torch::kFloat32) * upstream.to(torch::kFloat32)).sum().backward();
+    (expected.to(torch::kFloat32) * upstream.to(torch::kFloat32)).sum().backward();
+    const double gscale = x_ref.grad().abs().max().item<double>();
+    CHECK(max_diff(x_ours.grad().to(torch::kFloat32), x_ref.grad().to(torch::kFloat32)) <= tol * std::max(1.0, gscale));
+    const double wscale = w_ref.grad().abs().max().item<double>();
+    CHECK(max_diff(norm->weight.grad().to(torch::kFloat32), w_ref.grad().to(torch::kFloat32)) <=
+          tol * std::max(1.0, wscale));
+  }
+}
+
+TEST_CASE("bf16 MLP without gradients (oneDNN epilogues where available) equals silu(gate) * up", "[model]") {
+  ModelConfig c = tiny_config();
+  llm4dsr::LlamaMLP mlp(c, torch::TensorOptions().dtype(torch::kBFloat16));
+  {
+    torch::NoGradGuard g;
+    for (auto& p : mlp->parameters()) p.normal_(0, 0.2);
+  }
+  auto x = torch::randn({3, 7, c.hidden_size}).to(torch::kBFloat16);
+  auto expected = (torch::silu(torch::linear(x, mlp->gate_proj->weight).to(torch::kFloat32)).to(torch::kBFloat16)
+                       .to(torch::kFloat32) *
+                   torch::linear(x, mlp->up_proj->weight).to(torch::kFloat32));
+  torch::Tensor got;
+  {
+    torch::NoGradGuard g;
+    got = mlp->activation(x);
+  }
+  REQUIRE(got.sizes() == torch::IntArrayRef({3, 7, c.intermediate_size}));
+  CHECK(got.scalar_type() == torch::kBFloat16);
+  // Rounding of the fp32 accumulators before or after the epilogue: a few bf16 ulps (2^-8 relative).
+  CHECK(max_diff(got.to(torch::kFloat32), expected) <= 0.02 * expected.abs().max().item<double>());
+  CHECK(max_diff(got.to(torch::kFloat32), mlp->activation(x).detach().to(torch::kFloat32)) <=
+        0.02 * expected.abs().max().item<double>());  // the autograd path
+}
+
 TEST_CASE("LlamaModel: seeded init, logits at positions, padding and KV cache", "[model]") {
   torch::NoGradGuard no_grad;
   const ModelConfig config = tiny_config();
@@ -232,6 +293,40 @@ TEST_CASE("LoRA: zero B is a no-op, the forward follows the formula, merge/unmer
   CHECK(rs.scaling() == Approx(4.0));
   rs.use_rslora = false;
   CHECK(rs.scaling() == Approx(2.0));
+}
+
+TEST_CASE("LoRA dropout: inverted Bernoulli mask, reproducible from the CPU seed, gradient = mask", "[model][lora]") {
+  // W = 0, A = B = I and alpha = r: the layer's output is dropout(x) itself.
+  const int64_t n = 64;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  llm4dsr::LoraLinear lin(n, n, /*bias=*/false, torch::TensorOptions());
+  const double p = 0.3;
+  lin->add_adapter(n, double(n), p, /*use_rslora=*/false, gen);
+  {
+    torch::NoGradGuard g;
+    lin->weight.zero_();
+    lin->lora_A.copy_(torch::eye(n));
+    lin->lora_B.copy_(torch::eye(n));
+  }
+  lin->train();
+  auto x = torch::ones({1000, n}).requires_grad_(true);
+  torch::manual_seed(5);
+  auto y = lin(x);
+  const auto kept = y.detach() != 0;
+  const double kept_fraction = kept.to(torch::kFloat64).mean().item<double>();
+  CHECK(std::abs(kept_fraction - (1 - p)) < 0.01);  // 64000 draws: sd 0.0018
+  CHECK(max_diff(y.detach().masked_select(kept), torch::full({kept.sum().item<int64_t>()}, 1 / (1 - p))) < 1e-6);
+  y.sum().backward();
+  CHECK(torch::equal(x.grad(), y.detach()));  // d/dx of x * mask / (1 - p)
+  torch::manual_seed(5);
+  CHECK(torch::equal(lin(x).detach(), y.detach()));
+  CHECK_FALSE(torch::equal(lin(x).detach(), y.detach()));  // the generator moved on
+  // Neighbouring elements (the two halves of one 64-bit draw) are not correlated.
+  auto k = kept.to(torch::kFloat64).reshape({-1, 2});
+  const double both = (k.select(1, 0) * k.select(1, 1)).mean().item<double>();
+  CHECK(std::abs(both - (1 - p) * (1 - p)) < 0.015);
+  lin->eval();
+  CHECK(torch::equal(lin(x).detach(), x.detach()));
 }
 
 TEST_CASE("LlamaModel LoRA: targets, freezing, gradients, merge", "[model][lora]") {

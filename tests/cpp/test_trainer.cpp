@@ -1,5 +1,7 @@
 #include "torch_catch.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <cmath>
 #include <stdexcept>
 
@@ -84,6 +86,91 @@ TEST_CASE("causal_lm_loss_sum equals a hand-shifted log-softmax over the full lo
   }
   CHECK(ls.tokens == tokens);
   CHECK(ls.sum.item<double>() == Approx(expected).epsilon(1e-5));
+}
+
+TEST_CASE("causal_lm_loss_sum's fused lm_head + loss gives autograd's gradients through the full log-softmax",
+          "[trainer]") {
+  auto examples = toy_examples(3, 2);
+  for (auto& e : examples) e.labels = e.input_ids;  // every position in the loss: many rows per chunk
+  examples[0].labels[1] = -100;
+  std::vector<const TrainingExample*> batch{&examples[0], &examples[1], &examples[2]};
+  // Reference: full logits, log_softmax, picked targets, plain autograd.
+  auto reference = [&](LlamaModel& model) {
+    torch::Tensor sum = torch::zeros({});
+    for (const auto* e : batch) {
+      auto ids = torch::tensor(e->input_ids, torch::kInt64).unsqueeze(0);
+      auto logp = torch::log_softmax(model->forward(ids).squeeze(0), -1);
+      for (size_t t = 1; t < e->labels.size(); ++t)
+        if (e->labels[t] != -100) sum = sum - logp[t - 1][e->labels[t]];
+    }
+    return sum;
+  };
+  auto grads = [](LlamaModel& model) {
+    std::vector<torch::Tensor> out;
+    for (auto& p : model->parameters())
+      if (p.requires_grad()) {
+        out.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+        p.mutable_grad() = torch::Tensor();
+      }
+    return out;
+  };
+  for (bool lora : {false, true}) {
+    INFO((lora ? "LoRA adapters (frozen tied lm_head)" : "every parameter, lm_head tied to the embeddings"));
+    LlamaModel model(small_config(), torch::kCPU, torch::kFloat32, 4);
+    model->eval();
+    if (lora) {
+      LoraConfig lc;
+      lc.dropout = 0.0;
+      model->add_lora(lc);
+      torch::NoGradGuard no_grad;
+      for (auto& t : model->lora_parameters()) t.normal_(0, 0.2);
+    }
+    reference(model).backward();
+    const auto expected = grads(model);
+    for (int64_t chunk_rows : {0, 1, 5}) {
+      INFO("chunk_rows " << chunk_rows);
+      LossSum ls = causal_lm_loss_sum(model, batch, 0, chunk_rows);
+      CHECK(ls.sum.item<double>() == Approx(reference(model).item<double>()).epsilon(1e-5));
+      for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+      (ls.sum * 0.5).backward();  // the incoming gradient scales the stored one
+      const auto got = grads(model);
+      REQUIRE(got.size() == expected.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double scale = expected[i].abs().max().item<double>();
+        CHECK(scale > 0);
+        CHECK((got[i] - 0.5 * expected[i]).abs().max().item<double>() <= 1e-4 * scale + 1e-7);
+      }
+    }
+  }
+}
+
+TEST_CASE("under bf16 autocast the residual stream stays fp32 and the loss stays close to fp32", "[trainer]") {
+  LlamaModel model(small_config(), torch::kCPU, torch::kFloat32, 6);
+  model->eval();
+  auto examples = toy_examples(4, 3);
+  std::vector<const TrainingExample*> batch;
+  for (const auto& e : examples) batch.push_back(&e);
+  torch::NoGradGuard no_grad;
+  const double fp32 = causal_lm_loss_sum(model, batch, 0).sum.item<double>();
+  auto ids = torch::randint(3, 40, {2, 6}, torch::kInt64);
+  const auto previous = at::autocast::get_autocast_dtype(at::kCPU);
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  torch::Tensor hidden;
+  double bf16 = 0;
+  try {
+    hidden = model->forward_hidden(ids);  // HF: fp32 residual + bf16 projections promote to fp32
+    bf16 = causal_lm_loss_sum(model, batch, 0).sum.item<double>();
+  } catch (...) {
+    at::autocast::set_autocast_enabled(at::kCPU, false);
+    throw;
+  }
+  at::autocast::set_autocast_enabled(at::kCPU, false);
+  at::autocast::set_autocast_dtype(at::kCPU, previous);
+  at::autocast::clear_cache();
+  CHECK(hidden.scalar_type() == torch::kFloat32);
+  CHECK(bf16 == Approx(fp32).epsilon(0.02));
+  CHECK(bf16 != fp32);  // the lm_head did run in bf16
 }
 
 TEST_CASE("learning-rate schedule: linear warm-up then cosine to zero", "[trainer]") {

@@ -191,6 +191,27 @@ def test_our_save_pretrained_loads_in_transformers(pair, tmp_path):
     assert (hf_logits(reloaded, ids) - hf_logits(hf, ids)).abs().max().item() <= TOL
 
 
+def test_full_model_gradients_match_transformers(pair):
+    """Every base parameter's gradient (no LoRA: RMSNorm, RoPE and attention backward, tied lm_head)."""
+    name, hf, _, folder = pair
+    ours = llm4dsr.LlamaModel.from_pretrained(folder)
+    ids = torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(12))
+    weight = torch.randn(2, 20, VOCAB, generator=torch.Generator().manual_seed(13))
+    hf.zero_grad(set_to_none=True)
+    (ours.forward(ids) * weight).sum().backward()
+    (hf(input_ids=ids).logits * weight).sum().backward()
+    expected = dict(hf.named_parameters())
+    got = ours.state_dict()
+    assert set(got) <= set(expected)
+    for key, p in got.items():
+        ref = expected[key].grad
+        assert p.grad is not None and ref is not None, key
+        scale = ref.abs().max().item()
+        assert scale > 0, key
+        assert (p.grad - ref).abs().max().item() <= 1e-4 * max(1.0, scale), (name, key)
+    hf.zero_grad(set_to_none=True)
+
+
 def test_bf16_on_cpu_is_close_to_fp32(pair):
     _, _, ours32, folder = pair
     ours16 = llm4dsr.LlamaModel.from_pretrained(folder, dtype="bfloat16")

@@ -30,6 +30,8 @@ class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps, torch::TensorOptions options);
   // x / sqrt(mean(x^2) + eps) computed in fp32, cast back to x's dtype, then scaled by weight.
+  // On CPU (fp32/bf16/fp16) one row-wise pass computes it, and its gradient has its own row-wise
+  // backward; HF's step-by-step form streams and allocates several full-size tensors each way.
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
   double eps;
@@ -47,7 +49,10 @@ struct AttentionContext {
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
   LlamaAttentionImpl(const ModelConfig& config, int64_t layer_index, torch::TensorOptions options);
+  // o_proj(attend(x)).
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx);
+  // The attention output before o_proj, [B, T, heads * head_dim].
+  torch::Tensor attend(const torch::Tensor& x, const AttentionContext& ctx);
   LoraLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
@@ -60,6 +65,8 @@ class LlamaMLPImpl : public torch::nn::Module {
   LlamaMLPImpl(const ModelConfig& config, torch::TensorOptions options);
   // down(silu(gate(x)) * up(x))
   torch::Tensor forward(const torch::Tensor& x);
+  // silu(gate(x)) * up(x), the input of down_proj (in place in gate's output when no gradient is recorded).
+  torch::Tensor activation(const torch::Tensor& x);
   LoraLinear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(LlamaMLP);
@@ -67,6 +74,8 @@ TORCH_MODULE(LlamaMLP);
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const ModelConfig& config, int64_t layer_index, torch::TensorOptions options);
+  // h = x + attn(norm(x)); h + mlp(norm(h)). The residual sums are folded into the o_proj and
+  // down_proj GEMMs (C += A B); x itself is never modified.
   torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx);
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};

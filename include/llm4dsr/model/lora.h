@@ -49,6 +49,14 @@ class LoraLinearImpl : public torch::nn::Module {
   LoraLinearImpl(int64_t in_features, int64_t out_features, bool with_bias, torch::TensorOptions options);
 
   torch::Tensor forward(const torch::Tensor& x);
+  // residual + forward(x), the base product accumulated into the residual by one GEMM (addmm). In place
+  // on `residual` (which is returned) when in_place is set; callers pass it only for a tensor they own
+  // and while no gradient is recorded.
+  torch::Tensor forward_add(const torch::Tensor& x, const torch::Tensor& residual, bool in_place = false);
+  // y + s * B(A(dropout(x))) for y = the base output at x; y unchanged without an active (unmerged)
+  // adapter. The sum is formed in the adapter's dtype and cast to y's (PEFT's order); in place on y
+  // while no gradient is recorded.
+  torch::Tensor add_lora(const torch::Tensor& y, const torch::Tensor& x);
 
   // Adds a fresh adapter (A Kaiming-uniform drawn from `generator` on the CPU in fp32, B = 0) and
   // freezes the base weight and bias. Throws when one is already present.

@@ -97,12 +97,16 @@ class Trainer {
 };
 
 // Summed token cross-entropy and number of labelled tokens of one padded batch (HF shift: position t
-// predicts labels[t + 1]); the lm_head runs only at labelled positions.
+// predicts labels[t + 1]); the lm_head runs only at labelled positions, fused with the loss: the
+// [tokens, vocab] logits are formed loss_chunk_rows rows at a time (0: as many as fit in 8M
+// elements) and never held whole; the gradient of the sum is formed in the same pass when autograd
+// records it.
 struct LossSum {
   torch::Tensor sum;  // scalar fp32, differentiable
   int64_t tokens = 0;
 };
-LossSum causal_lm_loss_sum(LlamaModel& model, const std::vector<const TrainingExample*>& batch, int64_t pad_token_id);
+LossSum causal_lm_loss_sum(LlamaModel& model, const std::vector<const TrainingExample*>& batch, int64_t pad_token_id,
+                           int64_t loss_chunk_rows = 0);
 
 // Plain-text language-model examples for training from scratch: every text is encoded, joined with
 // EOS and cut into blocks of block_size tokens (the last partial block kept when >= 2 tokens); labels

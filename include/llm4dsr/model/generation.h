@@ -1,0 +1,60 @@
+// Batched greedy decoding with a KV cache: the building block under the Generator (beam search,
+// catalogue-constrained decoding), exposed on its own for tests, benchmarks and simple completion.
+//
+// Prompts of different lengths are left-padded into one batch, so every row's next token sits in the
+// last column: one prefill forward over the prompts, then one forward of one token per row and step.
+// The cache is allocated once for prompt + max_new_tokens positions and the step buffers are reused,
+// so a step allocates only what the libtorch ops themselves need.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "llm4dsr/model/kv_cache.h"
+#include "llm4dsr/model/llama_model.h"
+
+namespace llm4dsr {
+
+// A left-padded batch of token-id rows.
+struct PaddedBatch {
+  torch::Tensor input_ids;       // int64 [B, T]; pads hold pad_token_id
+  torch::Tensor attention_mask;  // int64 [B, T]; 1 = token, 0 = pad
+  std::vector<int64_t> lengths;  // tokens per row (T - pads)
+};
+
+// Left-pads `rows` to the longest one. Throws (naming the row) when a row is empty or the batch is.
+PaddedBatch left_pad(const std::vector<std::vector<int64_t>>& rows, int64_t pad_token_id,
+                     torch::Device device = torch::kCPU);
+
+// Called on every step's next-token logits before the choice, to restrict or reshape it (catalogue
+// tries, banned tokens). logits: [B, vocab] in the model's dtype, modified in place; generated: int64
+// [B, step] of the tokens chosen so far (pads after a stop); step: 0 for the token after the prompt.
+using LogitsProcessor = std::function<void(torch::Tensor& logits, const torch::Tensor& generated, int64_t step)>;
+
+struct GreedyOptions {
+  // The id written after a row stops and used for left padding; -1: the model's pad_token_id, else 0.
+  // Padded positions are masked, so the value never influences the result.
+  int64_t pad_token_id = -1;
+  LogitsProcessor logits_processor;
+};
+
+struct GenerationOutput {
+  // The new tokens of each row, ending with its stop token when it stopped (as HF's generate returns
+  // them, without the padding that follows).
+  std::vector<std::vector<int64_t>> sequences;
+  std::vector<bool> stopped;  // whether the row produced one of stop_token_ids
+  int64_t steps = 0;          // forwards run, the prefill included
+};
+
+// Greedy (argmax) decoding of up to max_new_tokens tokens after each prompt. A row that produces one
+// of stop_token_ids stops there; the batch stops when every row has stopped. Results equal decoding
+// each prompt alone without a cache, up to rounding of near-ties. Runs in inference mode and in eval
+// mode (no LoRA dropout), restoring the model's train/eval mode afterwards.
+GenerationOutput generate_greedy(LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
+                                 int64_t max_new_tokens, const std::vector<int64_t>& stop_token_ids,
+                                 const GreedyOptions& options = {});
+
+}  // namespace llm4dsr
