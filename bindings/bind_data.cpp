@@ -23,12 +23,6 @@ PYBIND11_MAKE_OPAQUE(llm4dsr::SequenceSet)
 namespace llm4dsr::bindings {
 namespace {
 
-template <typename T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
-  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
-  std::copy(v.begin(), v.end(), out.mutable_data());
-  return out;
-}
 
 template <typename T>
 std::vector<T> from_numpy(py::array_t<T, py::array::c_style | py::array::forcecast> a, const char* what) {

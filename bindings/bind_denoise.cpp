@@ -20,12 +20,6 @@ namespace llm4dsr::bindings {
 
 namespace {
 
-template <typename T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
-  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
-  std::copy(v.begin(), v.end(), out.mutable_data());
-  return out;
-}
 
 // A SequenceSet, or any iterable of Sequence objects or of item-id lists / arrays.
 std::vector<std::vector<int64_t>> to_item_lists(const py::object& sequences) {

@@ -13,6 +13,7 @@
 #include <shared_mutex>
 #include <unordered_map>
 
+#include "internal/text_io.h"
 #include "llm4dsr/error.h"
 
 namespace llm4dsr {
@@ -31,24 +32,6 @@ constexpr const char* kQwen2Pattern =
     R"re((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re";
 
 // --- UTF-8 -------------------------------------------------------------------------------------
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
 
 // Length of the valid UTF-8 sequence starting at s[i], or of its longest valid prefix as a negative
 // number (-1 when s[i] cannot start one): Unicode's "maximal subpart", the unit that Rust's
@@ -156,7 +139,7 @@ struct ByteMap {
     for (uint32_t b = 0; b < 256; ++b) {
       const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
       to_code_point[b] = printable ? b : next++;
-      append_utf8(to_utf8[b], to_code_point[b]);
+      internal::append_utf8(to_utf8[b], to_code_point[b]);  // GPT-2 code points are all valid
       to_byte[to_code_point[b]] = static_cast<int16_t>(b);
     }
   }
