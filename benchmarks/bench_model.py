@@ -35,10 +35,11 @@ the tokens/s ratio); elementwise work (norms, RoPE, softmax, SiLU) is not counte
 A full fine-tune would add another 2 * P * N (weight gradients): the usual "6 * params * tokens".
 
 Default: the real SmolLM2-135M dims (ModelConfig.preset("base"): hidden 576, 30 layers, 9 heads / 3 KV
-heads, intermediate 1536, vocab 49152, tied embeddings), 2 threads. That is several minutes on two
-cores (most of it fp32 training at batch 32); --layers 6 (same widths, fewer layers) or --batches 1 8
-make a quick run. The targets it is judged by: ours >= 1.5x transformers on forward and training;
-ours >= 60% of the matmul GFLOP/s at batch >= 8.
+heads, intermediate 1536, vocab 49152, tied embeddings), 2 threads: about 4 minutes on two idle
+cores (most of it fp32 training at batch 32), much longer when other processes compete for them (with
+two OpenMP threads on two cores, any other busy process stalls both). --layers 6 (same widths, fewer
+layers) or --batches 1 8 make a quick run. The targets it is judged by, printed at the end: ours >=
+1.5x transformers on forward and training; ours >= 60% of the matmul GFLOP/s at batch >= 8.
 
     .venv/bin/python benchmarks/bench_model.py [--layers 6] [--seq-len 128] [--batches 1 8 32]
         [--dtypes fp32 bf16] [--modes forward train] [--repeats 3] [--threads 2] [--json out.json]
