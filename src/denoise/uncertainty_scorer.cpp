@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "internal/parallel.h"
+#include "internal/prompt_fit.h"
 #include "llm4dsr/error.h"
 
 namespace llm4dsr {
@@ -127,25 +128,12 @@ ScoringPlan UncertaintyScorer::plan(const std::vector<int64_t>& items, const Cat
   const auto n = static_cast<int64_t>(titles.size());
   const auto limit = static_cast<size_t>(options_.max_prompt_tokens);
 
-  // Same criterion as InstructionBuilder::tokenize: BOS + prompt within max_prompt_tokens, dropping
-  // the fewest oldest items (binary search; token counts fall as items go).
+  // Same criterion as InstructionBuilder::tokenize: BOS + prompt within max_prompt_tokens.
   const auto shown = [&](int64_t dropped) { return std::vector<std::string>(titles.begin() + dropped, titles.end()); };
-  const auto fits = [&](int64_t dropped, size_t* count) {
-    *count = tok.encode(template_.render_prompt(shown(dropped), chat_), add_bos_, false).size();
-    return limit == 0 || *count <= limit;
-  };
   ScoringPlan plan;
-  size_t count = 0;
-  if (!fits(0, &count)) {
-    LLM4DSR_CHECK(fits(n - 1, &count), "the prompt takes " << count << " tokens with only the newest item left, over "
-                                                           << "max_prompt_tokens = " << limit << "; raise max_prompt_tokens");
-    int64_t too_few = 0, enough = n - 1;
-    while (enough - too_few > 1) {
-      const int64_t mid = too_few + (enough - too_few) / 2;
-      (fits(mid, &count) ? enough : too_few) = mid;
-    }
-    plan.dropped_items = enough;
-  }
+  plan.dropped_items = internal::items_to_drop(n, limit, [&](int64_t dropped) {
+    return tok.encode(template_.render_prompt(shown(dropped), chat_), add_bos_, false).size();
+  });
 
   const std::string prefix = template_.scoring_prefix(shown(plan.dropped_items), chat_);
   const std::vector<TokenId> prefix_ids = tok.encode(prefix, add_bos_, false);

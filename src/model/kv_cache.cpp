@@ -79,4 +79,24 @@ void KVCache::reorder(const torch::Tensor& index) {
   live.copy_(live.index_select(0, idx));
 }
 
+void KVCache::assign_rows(const KVCache& source, const torch::Tensor& index) {
+  LLM4DSR_CHECK(source.allocated() && allocated(), "KVCache::assign_rows: both caches must be allocated");
+  LLM4DSR_CHECK(index.dim() == 1 && index.size(0) == batch_size_,
+                "KVCache::assign_rows: index must be [" << batch_size_ << "], got " << index.sizes());
+  LLM4DSR_CHECK(source.num_layers_ == num_layers_, "KVCache::assign_rows: source has " << source.num_layers_
+                                                                                      << " layers, this cache " << num_layers_);
+  LLM4DSR_CHECK(source.length_ <= max_length_, "KVCache::assign_rows: source holds " << source.length_
+                                                                                  << " positions, max_length is " << max_length_);
+  auto idx = index.to(mask_.device(), torch::kInt64);
+  const int64_t n = source.length_;
+  for (int64_t l = 0; l < num_layers_; ++l) {
+    LLM4DSR_CHECK(source.keys_[l].size(1) == keys_[l].size(1) && source.keys_[l].size(3) == keys_[l].size(3),
+                  "KVCache::assign_rows: layer " << l << " head shapes differ");
+    keys_[l].narrow(2, 0, n).copy_(source.keys_[l].narrow(2, 0, n).index_select(0, idx));
+    values_[l].narrow(2, 0, n).copy_(source.values_[l].narrow(2, 0, n).index_select(0, idx));
+  }
+  mask_.narrow(1, 0, n).copy_(source.mask_.narrow(1, 0, n).index_select(0, idx));
+  length_ = n;
+}
+
 }  // namespace llm4dsr

@@ -1,5 +1,5 @@
-// Batched greedy decoding with a KV cache: the building block under the Generator (beam search,
-// catalogue-constrained decoding), exposed on its own for tests, benchmarks and simple completion.
+// Batched greedy and beam-search decoding with a KV cache: the building blocks under the Generator
+// (denoise/generator.h), exposed on their own for tests, benchmarks and simple completion.
 //
 // Prompts of different lengths are left-padded into one batch, so every row's next token sits in the
 // last column: one prefill forward over the prompts, then one forward of one token per row and step.
@@ -30,8 +30,11 @@ PaddedBatch left_pad(const std::vector<std::vector<int64_t>>& rows, int64_t pad_
                      torch::Device device = torch::kCPU);
 
 // Called on every step's next-token logits before the choice, to restrict or reshape it (catalogue
-// tries, banned tokens). logits: [B, vocab] in the model's dtype, modified in place; generated: int64
-// [B, step] of the tokens chosen so far (pads after a stop); step: 0 for the token after the prompt.
+// tries, banned tokens). logits: [rows, vocab] in the model's dtype, modified in place (set a token to
+// -inf to forbid it); generated: int64 [rows, step] of the tokens chosen so far on each row (pads
+// after a stop); step: 0 for the token after the prompt. Rows are the prompts for greedy decoding and
+// prompt * num_beams + beam for beam search. Log-probabilities are taken after the processor, so a
+// processor that forbids tokens renormalises the distribution over the allowed ones.
 using LogitsProcessor = std::function<void(torch::Tensor& logits, const torch::Tensor& generated, int64_t step)>;
 
 struct GreedyOptions {
@@ -46,7 +49,12 @@ struct GenerationOutput {
   // them, without the padding that follows).
   std::vector<std::vector<int64_t>> sequences;
   std::vector<bool> stopped;  // whether the row produced one of stop_token_ids
-  int64_t steps = 0;          // forwards run, the prefill included
+  // Sum of the log-probabilities (fp32 log-softmax of the processed logits) of each row's tokens.
+  std::vector<double> log_probs;
+  // Beam search: log_probs / length^length_penalty, the quantity the beams are ranked by; greedy:
+  // equal to log_probs.
+  std::vector<double> scores;
+  int64_t steps = 0;  // forwards run, the prefill included
 };
 
 // Greedy (argmax) decoding of up to max_new_tokens tokens after each prompt. A row that produces one
@@ -56,5 +64,29 @@ struct GenerationOutput {
 GenerationOutput generate_greedy(LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
                                  int64_t max_new_tokens, const std::vector<int64_t>& stop_token_ids,
                                  const GreedyOptions& options = {});
+
+struct BeamOptions {
+  int64_t num_beams = 4;
+  // Hypotheses are ranked by sum of log-probabilities / length^length_penalty (HF's convention; the
+  // length counts the stop token). > 0 favours longer outputs, 0 ranks by the plain sum.
+  double length_penalty = 1.0;
+  int64_t pad_token_id = -1;  // as GreedyOptions
+  LogitsProcessor logits_processor;
+
+  void validate() const;  // Error naming the field
+};
+
+// Beam search with num_beams beams per prompt. One prefill over the B prompts; its cache fans out to
+// B x num_beams rows (KVCache::assign_rows), and every step runs one token per beam. Each step takes,
+// per prompt, the 2 x num_beams best (beam, token) candidates: one ending in a stop token becomes a
+// finished hypothesis when it ranks among the first num_beams, the others continue as the new beams.
+// A prompt is done when it holds num_beams finished hypotheses and no running beam can still beat
+// the worst of them (an exact bound: log-probabilities only fall, and the length factor is bounded
+// by max_new_tokens), so with enough beams the search is exhaustive. At max_new_tokens the running
+// beams become unfinished hypotheses (stopped = false). Returns the best hypothesis per prompt.
+// Runs in inference and eval mode like generate_greedy.
+GenerationOutput generate_beam(LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
+                               int64_t max_new_tokens, const std::vector<int64_t>& stop_token_ids,
+                               const BeamOptions& options = {});
 
 }  // namespace llm4dsr

@@ -47,6 +47,11 @@ class KVCache {
 
   // Reorders the batch rows in place (beam search): row i becomes old row index[i].
   void reorder(const torch::Tensor& index);
+  // Row i of this cache becomes row index[i] of `source` (every cached position, keys, values and
+  // mask), and the length becomes source's: one prefill of B prompts fans out to B x beams rows
+  // without running the prompts again. Storage must already hold index.size(0) rows and
+  // source.length() positions; the layer count and head shapes must match.
+  void assign_rows(const KVCache& source, const torch::Tensor& index);
 
  private:
   std::vector<torch::Tensor> keys_;
