@@ -9,48 +9,20 @@
 
 #include "bindings.h"
 #include "torch_bindings.h"
+#include "denoise_bindings.h"
 #include "llm4dsr/data/catalog.h"
 #include "llm4dsr/data/sequence.h"
 #include "llm4dsr/denoise/thresholds.h"
 #include "llm4dsr/denoise/uncertainty_scorer.h"
 
-PYBIND11_MAKE_OPAQUE(llm4dsr::SequenceSet)
 
 namespace llm4dsr::bindings {
 
 namespace {
 
 
-// A SequenceSet, or any iterable of Sequence objects or of item-id lists / arrays.
-std::vector<std::vector<int64_t>> to_item_lists(const py::object& sequences) {
-  std::vector<std::vector<int64_t>> out;
-  if (py::isinstance<SequenceSet>(sequences)) {
-    const auto& set = sequences.cast<const SequenceSet&>();
-    out.reserve(set.size());
-    for (const auto& s : set) out.push_back(s.items);
-    return out;
-  }
-  size_t index = 0;
-  for (const py::handle item : sequences) {
-    if (py::isinstance<Sequence>(item)) {
-      out.push_back(item.cast<const Sequence&>().items);
-    } else {
-      torch::Tensor t = int64_tensor(item, "a sequence's items").contiguous();
-      LLM4DSR_CHECK(t.dim() == 1, "sequence " << index << ": items must be one-dimensional, got shape " << t.sizes());
-      out.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
-    }
-    ++index;
-  }
-  return out;
-}
-
 NoiseScore to_noise_score(const std::string& name) { return parse_noise_score(name); }
 
-struct PyUncertaintyScorer {
-  PyLlamaModel model;  // keeps the model alive as long as the scorer
-  std::shared_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<UncertaintyScorer> scorer;
-};
 
 }  // namespace
 
@@ -63,6 +35,27 @@ not fit in the prompt); prob: exp(log_prob) normalised over the sequence's disti
 (a repeated title counts once; in first-token mode, titles sharing a first token count once);
 rank: 1 = most likely noise, a permutation (equal scores: earlier position first).)doc")
       .def(py::init<>())
+      .def(py::init([](const py::object& items, const py::object& log_prob, const py::object& prob,
+                       const py::object& rank, int64_t dropped_items) {
+             NoiseScores s;
+             torch::Tensor t = int64_tensor(items, "items").contiguous();
+             s.items.assign(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+             auto lp = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(log_prob);
+             auto pr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(prob);
+             LLM4DSR_CHECK(lp && pr && lp.ndim() == 1 && pr.ndim() == 1, "NoiseScores: log_prob and prob must be 1-D arrays");
+             s.log_prob.assign(lp.data(), lp.data() + lp.size());
+             s.prob.assign(pr.data(), pr.data() + pr.size());
+             torch::Tensor r = int64_tensor(rank, "rank").contiguous();
+             s.rank.assign(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel());
+             const size_t n = s.items.size();
+             LLM4DSR_CHECK(s.log_prob.size() == n && s.prob.size() == n && s.rank.size() == n,
+                           "NoiseScores: items, log_prob, prob and rank must have one entry per position (" << n
+                                                                                                             << " items)");
+             s.dropped_items = dropped_items;
+             return s;
+           }),
+           py::arg("items"), py::arg("log_prob"), py::arg("prob"), py::arg("rank"), py::arg("dropped_items") = 0,
+           "Rebuilds scores saved earlier (e.g. read back from a scores file).")
       .def_property_readonly("items", [](const NoiseScores& s) { return to_numpy(s.items); })
       .def_property_readonly("log_prob", [](const NoiseScores& s) { return to_numpy(s.log_prob); })
       .def_property_readonly("prob", [](const NoiseScores& s) { return to_numpy(s.prob); })
@@ -103,7 +96,7 @@ fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest
              PyUncertaintyScorer p;
              p.model = model;
              p.tokenizer = tokenizer;
-             p.scorer = std::make_unique<UncertaintyScorer>(model.model, tokenizer, o);
+             p.scorer = std::make_shared<UncertaintyScorer>(model.model, tokenizer, o);
              return p;
            }),
            py::arg("model"), py::arg("tokenizer"), py::arg("template") = defaults.template_name,

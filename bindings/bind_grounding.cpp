@@ -83,7 +83,7 @@ GrounderOptions grounder_options(const std::string& index, int64_t ef_search, in
 }  // namespace
 
 void bind_grounding(py::module_& m) {
-  py::class_<Embedder>(m, "Embedder", R"doc(
+  py::class_<Embedder, std::shared_ptr<Embedder>>(m, "Embedder", R"doc(
 Text -> float32 vectors from a LlamaModel's final hidden states (the f of the paper's Eq. 4).
 pooling "last" (the last token's hidden state, as the authors) or "mean" (over the text's tokens,
 pads excluded). use_lora=False embeds with the base model: adapters are switched off for the call.
@@ -120,7 +120,7 @@ Texts run sorted by length in left-padded micro-batches; each row equals the tex
       .def_property_readonly("micro_batch_size", [](const Embedder& e) { return e.options().micro_batch_size; })
       .def_property_readonly("max_tokens", [](const Embedder& e) { return e.options().max_tokens; });
 
-  py::class_<Grounder>(m, "Grounder", R"doc(
+  py::class_<Grounder, std::shared_ptr<Grounder>>(m, "Grounder", R"doc(
 Maps suggested item texts / embeddings to catalogue items (paper Eq. 4) by cosine similarity.
 titles[i] and embeddings[i] (float32 [N, D]) describe item i + 1. index "auto" (flat below
 hnsw_min_items items, HNSW from there), "flat" (exact) or "hnsw" (approximate; ef_search trades recall

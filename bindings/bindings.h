@@ -27,5 +27,6 @@ void bind_train(pybind11::module_& m);
 void bind_io(pybind11::module_& m);
 void bind_grounding(pybind11::module_& m);
 void bind_denoise(pybind11::module_& m);
+void bind_denoiser(pybind11::module_& m);
 
 }  // namespace llm4dsr::bindings

@@ -36,4 +36,5 @@ PYBIND11_MODULE(_llm4dsr, m) {
   llm4dsr::bindings::bind_io(m);
   llm4dsr::bindings::bind_denoise(m);
   llm4dsr::bindings::bind_grounding(m);
+  llm4dsr::bindings::bind_denoiser(m);
 }

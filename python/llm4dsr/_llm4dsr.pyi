@@ -8,7 +8,7 @@ import numpy.typing
 import os
 import torch
 import typing
-__all__: list[str] = ['BpeTokenizer', 'Catalog', 'ChatFormat', 'Dataset', 'Embedder', 'Error', 'GGUFFile', 'GGUFTensorInfo', 'GenerationOutput', 'Grounder', 'InstructionBuilder', 'InstructionPair', 'LlamaModel', 'LoraConfig', 'ModelCard', 'ModelConfig', 'NoiseScores', 'PretrainedModel', 'PromptTemplate', 'RopeScaling', 'SentencePieceTokenizer', 'Sequence', 'SequenceSet', 'Splits', 'TokenizedInstruction', 'Tokenizer', 'Trainer', 'TrainingExample', 'UncertaintyScorer', 'all_noise_scores', 'default_num_threads', 'default_quantile_grid', 'detect_format', 'flag_noise', 'inject_noise', 'kcore_filter', 'known_model_names', 'load_pretrained', 'load_safetensors', 'load_tokenizer', 'make_lm_examples', 'make_synthetic', 'model_cache_dir', 'noise_threshold', 'num_threads', 'prepare', 'read_dataset', 'resolve_model', 'save_pretrained', 'save_safetensors', 'search_eta', 'set_num_threads', 'split_leave_one_out', 'split_windows', 'synthetic_genres', 'write_jsonl', 'write_recbole', 'write_splits_csv']
+__all__: list[str] = ['BpeTokenizer', 'Catalog', 'ChatFormat', 'Correction', 'Dataset', 'Denoiser', 'Embedder', 'Error', 'GGUFFile', 'GGUFTensorInfo', 'GenerationOutput', 'Generator', 'Grounder', 'InstructionBuilder', 'InstructionPair', 'LlamaModel', 'LoraConfig', 'ModelCard', 'ModelConfig', 'NoiseScores', 'PretrainedModel', 'PromptTemplate', 'RopeScaling', 'SentencePieceTokenizer', 'Sequence', 'SequenceReport', 'SequenceSet', 'Splits', 'Suggestion', 'TokenizedInstruction', 'Tokenizer', 'Trainer', 'TrainingExample', 'UncertaintyScorer', 'UserChunks', 'all_noise_scores', 'apply_user_corrections', 'apply_window_corrections', 'average_precision', 'default_num_threads', 'default_quantile_grid', 'detect_format', 'detection_metrics', 'flag_noise', 'inject_noise', 'kcore_filter', 'known_model_names', 'load_pretrained', 'load_safetensors', 'load_tokenizer', 'make_lm_examples', 'make_synthetic', 'match_answer', 'model_cache_dir', 'noise_threshold', 'num_threads', 'prepare', 'read_dataset', 'resolve_model', 'save_pretrained', 'save_safetensors', 'score_histogram', 'search_eta', 'set_num_threads', 'split_leave_one_out', 'split_windows', 'synthetic_genres', 'user_chunks', 'window_histories', 'write_jsonl', 'write_recbole', 'write_splits_csv']
 class Error(RuntimeError):
     pass
 class Catalog:
@@ -1106,8 +1106,14 @@ class NoiseScores:
     (a repeated title counts once; in first-token mode, titles sharing a first token count once);
     rank: 1 = most likely noise, a permutation (equal scores: earlier position first).
     """
+    @typing.overload
     def __init__(self) -> None:
         ...
+    @typing.overload
+    def __init__(self, items: typing.Any, log_prob: typing.Any, prob: typing.Any, rank: typing.Any, dropped_items: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        """
+        Rebuilds scores saved earlier (e.g. read back from a scores file).
+        """
     def __len__(self) -> int:
         ...
     def __repr__(self) -> str:
@@ -1253,9 +1259,200 @@ class Grounder:
     @property
     def size(self) -> int:
         ...
+class Suggestion:
+    """
+    One generated replacement (Generator.generate).
+    """
+    def __repr__(self) -> str:
+        ...
+    @property
+    def finished(self) -> bool:
+        """
+        ended at the closing delimiter / EOS
+        """
+    @property
+    def item_id(self) -> int:
+        """
+        constrained decoding: the catalogue item; else 0
+        """
+    @property
+    def log_prob(self) -> float:
+        """
+        sum of the generated tokens' log-probabilities
+        """
+    @property
+    def text(self) -> str:
+        """
+        the generated title, closing delimiter removed
+        """
+    @property
+    def token_ids(self) -> numpy.typing.NDArray[numpy.int64]:
+        ...
+class Generator:
+    """
+    Replacement generation (paper section 3.3): for each (sequence, flagged position) the model is shown
+    the training prompt up to "Suggested Items:" and decodes a title (greedy or beam search with the KV
+    cache, batched). constrained=True restricts every step to tokens continuing a real catalogue title
+    (a trie), so the output is always an existing item (item_id) and needs no grounding; `exclude` items
+    (e.g. those already in the sequence) are pruned per request. template / chat_format: those the model
+    was fine-tuned with (names or objects).
+    """
+    def __init__(self, model: LlamaModel, tokenizer: Tokenizer, catalog: Catalog, template: typing.Any = 'llm4dsr-paper', chat_format: typing.Any = 'none', decoding: str = 'greedy', num_beams: typing.SupportsInt | typing.SupportsIndex = 4, length_penalty: typing.SupportsFloat | typing.SupportsIndex = 1.0, max_new_tokens: typing.SupportsInt | typing.SupportsIndex = 32, constrained: bool = False, micro_batch_size: typing.SupportsInt | typing.SupportsIndex = 16, max_prompt_tokens: typing.SupportsInt | typing.SupportsIndex = 512) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def generate(self, requests: typing.Any) -> list[Suggestion]:
+        """
+        One Suggestion per request: (items, position) or (items, position, exclude) tuples, or dicts with those keys.
+        """
+    def generate_noise(self, sequences: typing.Any) -> list[Suggestion]:
+        """
+        The model's own 'Noise Items' answer per sequence (without-uncertainty ablation).
+        """
+    def prompt_ids(self, items: typing.Any, position: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.int64]:
+        """
+        The token ids generate() feeds the model for one request.
+        """
+    @property
+    def constrained(self) -> bool:
+        ...
+    @property
+    def decoding(self) -> str:
+        ...
+    @property
+    def stop_token_ids(self) -> numpy.typing.NDArray[numpy.int64]:
+        ...
+    @property
+    def trie_titles(self) -> int:
+        ...
+class Correction:
+    """
+    One corrected position of a sequence (SequenceReport.corrections).
+    """
+    def __init__(self, position: typing.SupportsInt | typing.SupportsIndex, original_item: typing.SupportsInt | typing.SupportsIndex, p_noise: typing.Any = None, generated_text: str = '', replacement_item: typing.SupportsInt | typing.SupportsIndex = 0, similarity: typing.SupportsFloat | typing.SupportsIndex = 0.0, exact: bool = False) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def to_dict(self) -> dict:
+        ...
+    @property
+    def exact(self) -> bool:
+        ...
+    @property
+    def generated_text(self) -> str:
+        ...
+    @property
+    def original_item(self) -> int:
+        ...
+    @property
+    def p_noise(self) -> typing.Any:
+        """
+        P_noise of the item; None under without-uncertainty
+        """
+    @property
+    def position(self) -> int:
+        ...
+    @property
+    def replacement_item(self) -> int:
+        """
+        0 = deleted
+        """
+    @property
+    def similarity(self) -> float:
+        ...
+class SequenceReport:
+    """
+    The corrected sequence and what was changed.
+    """
+    def __init__(self, items: typing.Any, corrections: collections.abc.Sequence[Correction], flagged: typing.Any = None) -> None:
+        """
+        Rebuilds a report saved earlier (e.g. read back from a report file).
+        """
+    def __repr__(self) -> str:
+        ...
+    @property
+    def corrections(self) -> list[Correction]:
+        ...
+    @property
+    def flagged(self) -> numpy.typing.NDArray[numpy.int64]:
+        ...
+    @property
+    def items(self) -> numpy.typing.NDArray[numpy.int64]:
+        ...
+class Denoiser:
+    """
+    LLM4DSR's correction over many sequences: score (UncertaintyScorer) -> threshold (eta, budget b) ->
+    generate (Generator) -> ground (Grounder + Embedder; not needed with a constrained Generator).
+    policy: 'llm4dsr' (full), 'without-uncertainty' (the model's own noise answer, matched to an item),
+    'without-completion' (delete flagged items), 'popularity-completion' (replace by an item drawn by
+    catalogue popularity) -- the ablations of the paper's Table 7. Stages a policy does not use may be None.
+    Choose eta on the VALIDATION split (threshold() on its scores), then correct() the other splits.
+    """
+    def __init__(self, catalog: Catalog, scorer: typing.Any = None, generator: typing.Any = None, grounder: typing.Any = None, embedder: typing.Any = None, policy: str = 'llm4dsr', budget: typing.SupportsInt | typing.SupportsIndex = 1, score: str = 'raw', seed: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def correct(self, sequences: typing.Any, scores: collections.abc.Sequence[NoiseScores], eta: typing.SupportsFloat | typing.SupportsIndex, protect: typing.Any = None, first_index: typing.SupportsInt | typing.SupportsIndex = 0) -> list[SequenceReport]:
+        """
+        One SequenceReport per sequence. scores: from score() (ignored under without-uncertainty); protect: per sequence, positions never flagged; first_index: the index of the first sequence in its split (popularity draws do not depend on chunking).
+        """
+    def denoise(self, sequences: typing.Any, eta: typing.SupportsFloat | typing.SupportsIndex, protect: typing.Any = None) -> list[SequenceReport]:
+        """
+        score() then correct().
+        """
+    def flag(self, scores: collections.abc.Sequence[NoiseScores], eta: typing.SupportsFloat | typing.SupportsIndex, protect: typing.Any = None) -> list:
+        ...
+    def score(self, sequences: typing.Any) -> list[NoiseScores]:
+        ...
+    def threshold(self, scores: collections.abc.Sequence[NoiseScores], quantile: typing.SupportsFloat | typing.SupportsIndex) -> float:
+        """
+        eta at a quantile of the scores (compute on the validation split).
+        """
+    @property
+    def budget(self) -> int:
+        ...
+    @property
+    def policy(self) -> str:
+        ...
+class UserChunks:
+    """
+    A split's windows regrouped per user in non-overlapping chunks.
+    """
+    def __len__(self) -> int:
+        ...
+    @property
+    def labels(self) -> list:
+        ...
+    @property
+    def protect(self) -> list[list[bool]]:
+        ...
+    @property
+    def sequences(self) -> list:
+        ...
+    @property
+    def start(self) -> numpy.typing.NDArray[numpy.int64]:
+        ...
+    @property
+    def user(self) -> numpy.typing.NDArray[numpy.int64]:
+        ...
+    @property
+    def user_ids(self) -> list[str]:
+        ...
 def all_noise_scores(scores: collections.abc.Sequence[NoiseScores], score: str = 'raw') -> numpy.typing.NDArray[numpy.float64]:
     """
     float64 array of every scored position's score, sequence after sequence (dropped positions left out); score='raw' (P_noise = exp(log_prob)) or 'normalised' (prob).
+    """
+def apply_user_corrections(windows: SequenceSet, chunks: UserChunks, reports: collections.abc.Sequence[SequenceReport]) -> SequenceSet:
+    """
+    The windows with each chunk's corrections applied wherever the position appears.
+    """
+def apply_window_corrections(windows: SequenceSet, reports: collections.abc.Sequence[SequenceReport]) -> SequenceSet:
+    """
+    The windows with reports[i] written into window i's history (the target unchanged).
+    """
+def average_precision(scores: typing.Any, is_noise: typing.Any) -> float:
+    """
+    PR-AUC as average precision (scikit-learn's definition).
     """
 def default_num_threads() -> int:
     ...
@@ -1265,6 +1462,10 @@ def default_quantile_grid() -> list[float]:
     """
 def detect_format(path: str) -> str:
     ...
+def detection_metrics(flagged: typing.Any, is_noise: typing.Any) -> dict:
+    """
+    precision / recall / F1 of flagged positions against noise labels.
+    """
 def flag_noise(scores: typing.Any, eta: typing.SupportsFloat | typing.SupportsIndex, budget: typing.SupportsInt | typing.SupportsIndex = 0, score: str = 'raw') -> list:
     """
     Per sequence, the flagged positions (int64 arrays, ascending): score > eta (Eq. 3), at most `budget` per sequence, highest first (0 = no limit). scores: NoiseScores objects or lists of floats.
@@ -1297,6 +1498,10 @@ def make_synthetic(num_users: typing.SupportsInt | typing.SupportsIndex = 300, n
     """
     The embedded SYNTHETIC default dataset (genre-bearing English titles, users following 1-2 genres).
     """
+def match_answer(answer: str, titles: collections.abc.Sequence[str], protect: collections.abc.Sequence[bool] = [], min_overlap: typing.SupportsFloat | typing.SupportsIndex = 0.5) -> int:
+    """
+    The position whose title equals `answer` (case / spaces aside), else the largest word overlap >= min_overlap; -1 when none.
+    """
 def model_cache_dir() -> str:
     ...
 def noise_threshold(scores: typing.Any, quantile: typing.SupportsFloat | typing.SupportsIndex, score: str = 'raw') -> float:
@@ -1323,6 +1528,10 @@ def save_pretrained(model: PretrainedModel, folder: str, with_base: bool = True)
     """
 def save_safetensors(path: str, tensors: dict, metadata: collections.abc.Mapping[str, str] = {}) -> None:
     ...
+def score_histogram(probabilities: typing.Any, is_noise: typing.Any, bins: typing.SupportsInt | typing.SupportsIndex = 20) -> dict:
+    """
+    Histograms of log10 P_noise for noise and clean positions (paper Fig. 5) on shared bins.
+    """
 def search_eta(validation: collections.abc.Sequence[NoiseScores], objective: collections.abc.Callable, budget: typing.SupportsInt | typing.SupportsIndex = 0, score: str = 'raw', grid: typing.Any = None) -> dict:
     """
     Scans eta quantiles on VALIDATION scores (never the test split): objective(eta, flags) -> float, higher is better. Returns {'candidates': [...], 'best': {'quantile', 'eta', 'objective'}} (ties: the higher quantile).
@@ -1337,6 +1546,14 @@ def split_windows(users: SequenceSet, max_length: typing.SupportsInt | typing.Su
     ...
 def synthetic_genres() -> list[str]:
     ...
+def user_chunks(windows: SequenceSet, chunk_length: typing.SupportsInt | typing.SupportsIndex, protect_targets: bool = False) -> UserChunks:
+    """
+    Per-user unit: every history position of the split's windows once, in chunks of chunk_length items.
+    """
+def window_histories(windows: SequenceSet) -> list:
+    """
+    Per-window unit: every window's items but the target.
+    """
 def write_jsonl(sequences: SequenceSet, catalog: Catalog, path: str) -> None:
     """
     One JSON object per sequence, in external ids.

@@ -226,6 +226,55 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def _denoise_summary_rows(summary: Dict[str, object]) -> List[tuple]:
+    rows = [(k, summary[k]) for k in ("policy", "unit", "budget", "quantile", "eta") if summary.get(k) is not None]
+    for name, split in summary["splits"].items():
+        for key in ("sequences", "flagged", "replaced", "deleted", "precision", "recall", "f1", "pr_auc"):
+            if key in split:
+                rows.append((f"{name}.{key}", split[key]))
+        if "random_flagger" in split:
+            r = split["random_flagger"]
+            rows.append((f"{name}.random_flagger", f"P {r['precision']:.3f}  R {r['recall']:.3f}  F1 {r['f1']:.3f}"))
+    for key in ("precision", "recall", "f1", "seconds"):
+        if key in summary:
+            rows.append((key, summary[key]))
+    if "random_flagger" in summary:
+        r = summary["random_flagger"]
+        rows.append(("random_flagger", f"P {r['precision']:.3f}  R {r['recall']:.3f}  F1 {r['f1']:.3f}"))
+    for key in ("denoised", "report"):
+        if key in summary:
+            rows.append((key, summary[key]))
+    return rows
+
+
+def _run_pipeline(args, score_only: bool) -> int:
+    from llm4dsr import pipeline
+
+    dataset = _read(args)
+    splits = _splits(args, dataset)
+    names = [s for s in args.splits.split(",") if s]
+    options = dict(dtype=args.dtype, mode=args.mode, micro_batch_size=args.micro_batch_size, seed=args.seed)
+    if not score_only:
+        options.update(policy=args.policy, budget=args.budget, constrained=not args.unconstrained,
+                       decoding=args.decoding, num_beams=args.num_beams)
+    summary = pipeline.run_denoise(splits, dataset.catalog, args.model, args.out, denoise_splits=names, unit=args.unit,
+                                   quantile=args.quantile, eta=args.eta, progress=not args.json,
+                                   chunk_size=args.chunk_size, score_only=score_only, **options)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_table("scored" if score_only else "denoised", _denoise_summary_rows(summary))
+    return 0
+
+
+def cmd_score(args) -> int:
+    return _run_pipeline(args, score_only=True)
+
+
+def cmd_denoise(args) -> int:
+    return _run_pipeline(args, score_only=False)
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
                    help="dataset path (RecBole .inter or folder, ML-100K raw folder, Amazon JSON folder, LLM4DSR CSV "
@@ -301,6 +350,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-steps", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.set_defaults(func=cmd_finetune)
+
+    def add_pipeline_args(p: argparse.ArgumentParser, default_splits: str) -> None:
+        _add_data_args(p)
+        _add_split_args(p)
+        p.add_argument("--model", required=True, help="a fine-tuned model folder (finetune --out), or any model name/path")
+        p.add_argument("--out", required=True, help="output folder (work/ holds the resumable per-chunk files)")
+        p.add_argument("--splits", default=default_splits, help="comma-separated splits to process")
+        p.add_argument("--unit", default="user", choices=["user", "window"],
+                       help="user: each interaction scored once per user (default); window: every window (paper)")
+        p.add_argument("--mode", default="first-token", choices=["first-token", "exact"])
+        p.add_argument("--quantile", type=float, default=0.9, help="eta as this quantile of the VALIDATION scores")
+        p.add_argument("--eta", type=float, default=None, help="absolute eta (overrides --quantile)")
+        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+        p.add_argument("--micro-batch-size", type=int, default=16)
+        p.add_argument("--chunk-size", type=int, default=64, help="sequences per resumable chunk")
+
+    p = sub.add_parser("score", help="P_noise of every item of the chosen splits (JSON lines)")
+    add_pipeline_args(p, "train,valid,test")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("denoise", help="score, threshold on validation, replace; write the denoised dataset")
+    add_pipeline_args(p, "train,test")
+    p.add_argument("--policy", default="llm4dsr",
+                   choices=["llm4dsr", "without-uncertainty", "without-completion", "popularity-completion"])
+    p.add_argument("--budget", type=int, default=1, help="most items modified per sequence (b; 0 = no limit)")
+    p.add_argument("--unconstrained", action="store_true",
+                   help="free generation + embedding grounding (the paper) instead of catalogue-constrained decoding")
+    p.add_argument("--decoding", default="greedy", choices=["greedy", "beam"])
+    p.add_argument("--num-beams", type=int, default=4)
+    p.set_defaults(func=cmd_denoise)
     return parser
 
 

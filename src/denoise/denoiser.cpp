@@ -246,7 +246,9 @@ std::vector<SequenceReport> Denoiser::apply(const std::vector<std::vector<int64_
           c.similarity = 1.0f;
           c.exact = true;
         } else if (grounder_ && embedder_) {
-          texts.push_back(suggestions[j].text);
+          // Nothing generated (EOS at once): ground the flagged item's own title, whose neighbours
+          // are the closest items that are not it (it is excluded).
+          texts.push_back(suggestions[j].text.empty() ? catalog_.title(c.original_item) : suggestions[j].text);
           exclude.push_back(taken[owner[j]]);
           to_ground.push_back(j);
         }
@@ -301,7 +303,10 @@ std::vector<std::vector<int64_t>> window_histories(const SequenceSet& windows) {
 
 namespace {
 
-// Copies `w` keeping position j when keep[j]; items[j] replaced by replace[j] when > 0.
+// Copies `w` keeping position j when keep[j]; items[j] replaced by replace[j] when > 0. A replaced
+// position keeps its original item and is labelled by whether it now differs from it (a noise item
+// replaced by the user's true item becomes clean; a clean item replaced becomes noise), so labels
+// keep meaning "differs from the user's own interaction" and the output reads back consistently.
 Sequence rebuild(const Sequence& w, const std::vector<bool>& keep, const std::vector<int64_t>& replace) {
   Sequence out;
   out.user_id = w.user_id;
@@ -311,7 +316,10 @@ Sequence rebuild(const Sequence& w, const std::vector<bool>& keep, const std::ve
     out.items.push_back(replace[j] > 0 ? replace[j] : w.items[j]);
     if (w.has_timestamps()) out.timestamps.push_back(w.timestamps[j]);
     if (w.has_labels()) {
-      out.labels.push_back(w.labels[j]);
+      uint8_t label = w.labels[j];
+      if (replace[j] > 0)
+        label = static_cast<uint8_t>(replace[j] == w.original_items[j] ? NoiseLabel::kClean : NoiseLabel::kInjected);
+      out.labels.push_back(label);
       out.original_items.push_back(w.original_items[j]);
     }
   }

@@ -202,6 +202,8 @@ TEST_CASE("per-user chunks score each position once and corrections reach every 
   const auto out = llm4dsr::apply_user_corrections(windows, unprotected, {a, b});
   REQUIRE(out.size() == 4);
   CHECK(out[0].items == std::vector<int64_t>{11, 99, 13, 14});
+  CHECK(out[0].labels == std::vector<uint8_t>{0, 1, 0, 0});  // a clean item replaced now differs from the original
+  CHECK(out[0].original_items == std::vector<int64_t>{11, 12, 13, 14});
   CHECK(out[1].items == std::vector<int64_t>{99, 13, 14, 15});  // position 4 is this window's target: kept
   CHECK(out[2].items == std::vector<int64_t>{13, 14, 16});      // deleted from the history
   CHECK(out[2].labels.size() == 3);

@@ -1,0 +1,60 @@
+// Python-side handles of the denoising stages, shared by the binding units that take them
+// (bind_denoise: scorer and thresholds; bind_denoiser: generator and Denoiser).
+#pragma once
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <pybind11/stl_bind.h>
+
+#include <memory>
+#include <vector>
+
+#include "torch_bindings.h"
+#include "llm4dsr/data/sequence.h"
+#include "llm4dsr/denoise/generator.h"
+#include "llm4dsr/denoise/uncertainty_scorer.h"
+#include "llm4dsr/text/tokenizer.h"
+
+PYBIND11_MAKE_OPAQUE(llm4dsr::SequenceSet)
+
+namespace llm4dsr::bindings {
+
+namespace py = pybind11;
+
+// Each keeps the model (and tokenizer) alive as long as the stage.
+struct PyUncertaintyScorer {
+  PyLlamaModel model;
+  std::shared_ptr<Tokenizer> tokenizer;
+  std::shared_ptr<UncertaintyScorer> scorer;
+};
+
+struct PyGenerator {
+  PyLlamaModel model;
+  std::shared_ptr<Tokenizer> tokenizer;
+  std::shared_ptr<Generator> generator;
+};
+
+// A SequenceSet, or any iterable of Sequence objects or of item-id lists / arrays.
+inline std::vector<std::vector<int64_t>> to_item_lists(const py::object& sequences) {
+  std::vector<std::vector<int64_t>> out;
+  if (py::isinstance<SequenceSet>(sequences)) {
+    const auto& set = sequences.cast<const SequenceSet&>();
+    out.reserve(set.size());
+    for (const auto& s : set) out.push_back(s.items);
+    return out;
+  }
+  size_t index = 0;
+  for (const py::handle item : sequences) {
+    if (py::isinstance<Sequence>(item)) {
+      out.push_back(item.cast<const Sequence&>().items);
+    } else {
+      torch::Tensor t = int64_tensor(item, "a sequence's items").contiguous();
+      LLM4DSR_CHECK(t.dim() == 1, "sequence " << index << ": items must be one-dimensional, got shape " << t.sizes());
+      out.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+    }
+    ++index;
+  }
+  return out;
+}
+
+}  // namespace llm4dsr::bindings
