@@ -83,10 +83,7 @@ fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest
                        int64_t chunk_size) {
              LLM4DSR_CHECK(tokenizer, "UncertaintyScorer: tokenizer is None");
              ScorerOptions o;
-             if (py::isinstance<py::str>(prompt_template)) o.template_name = prompt_template.cast<std::string>();
-             else o.prompt_template = prompt_template.cast<PromptTemplate>();
-             if (py::isinstance<py::str>(chat_format)) o.chat_format = chat_format.cast<std::string>();
-             else o.chat = chat_format.cast<ChatFormat>();
+             set_template_and_chat(o, prompt_template, chat_format);
              o.mode = parse_scoring_mode(mode);
              o.first_token_context = parse_first_token_context(first_token_context);
              o.micro_batch_size = micro_batch_size;

@@ -120,10 +120,7 @@ was fine-tuned with (names or objects).)doc")
                        int64_t micro_batch_size, int64_t max_prompt_tokens) {
              LLM4DSR_CHECK(tokenizer, "Generator: tokenizer is None");
              GeneratorOptions o;
-             if (py::isinstance<py::str>(prompt_template)) o.template_name = prompt_template.cast<std::string>();
-             else o.prompt_template = prompt_template.cast<PromptTemplate>();
-             if (py::isinstance<py::str>(chat_format)) o.chat_format = chat_format.cast<std::string>();
-             else o.chat = chat_format.cast<ChatFormat>();
+             set_template_and_chat(o, prompt_template, chat_format);
              o.decoding = decoding;
              o.num_beams = num_beams;
              o.length_penalty = length_penalty;

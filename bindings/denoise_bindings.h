@@ -21,6 +21,16 @@ namespace llm4dsr::bindings {
 
 namespace py = pybind11;
 
+// Options structs with template_name / prompt_template and chat_format / chat (ScorerOptions,
+// GeneratorOptions): Python passes a name or an object for each.
+template <typename Options>
+void set_template_and_chat(Options& o, const py::object& prompt_template, const py::object& chat_format) {
+  if (py::isinstance<py::str>(prompt_template)) o.template_name = prompt_template.cast<std::string>();
+  else o.prompt_template = prompt_template.cast<PromptTemplate>();
+  if (py::isinstance<py::str>(chat_format)) o.chat_format = chat_format.cast<std::string>();
+  else o.chat = chat_format.cast<ChatFormat>();
+}
+
 // Each keeps the model (and tokenizer) alive as long as the stage.
 struct PyUncertaintyScorer {
   PyLlamaModel model;

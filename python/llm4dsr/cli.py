@@ -184,7 +184,12 @@ def cmd_finetune(args) -> int:
     pairs = builder.make_pairs(splits.train, dataset.catalog)
     data = builder.tokenize(pairs, base.tokenizer)
     model = base.model
-    if args.full:
+    # A model trained from scratch has no pretrained knowledge for adapters to protect: it is tuned whole,
+    # with the faster schedule a small model needs; a pretrained base gets the paper's LoRA settings.
+    full = args.full or args.base.startswith("scratch")
+    learning_rate = args.lr if args.lr is not None else (3e-3 if args.base.startswith("scratch") else 3e-4)
+    epochs = args.epochs if args.epochs is not None else (3 if args.base.startswith("scratch") else 1)
+    if full:
         trainable = "all parameters"
     else:
         targets = args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(",")
@@ -193,7 +198,7 @@ def cmd_finetune(args) -> int:
         trainable = f"LoRA r={args.lora_r} on {args.target_modules}"
     callback, close = _progress_callback("finetune", not args.json)
     pad = base.tokenizer.pad_id if base.tokenizer.pad_id >= 0 else 0
-    trainer = llm4dsr.Trainer(model, learning_rate=args.lr, num_epochs=args.epochs, micro_batch_size=args.batch_size,
+    trainer = llm4dsr.Trainer(model, learning_rate=learning_rate, num_epochs=epochs, micro_batch_size=args.batch_size,
                               gradient_accumulation_steps=args.grad_accum, bf16=args.bf16, pad_token_id=pad,
                               seed=args.seed, output_dir=args.out, save_steps=args.save_steps, progress=False)
     # The held-out loss is on the response tokens whatever --loss-on trains on: tokenized by its own
@@ -210,11 +215,11 @@ def cmd_finetune(args) -> int:
         close()
     loss_after = trainer.evaluate(held_out) if held_out else None
     card = llm4dsr.ModelCard()
-    card.base_model = "" if args.full else base_name
+    card.base_model = "" if full else base_name
     card.prompt_template = args.template
     card.chat_format = chat_format
     card.max_prompt_tokens = args.max_prompt_tokens
-    llm4dsr.save_pretrained(llm4dsr.PretrainedModel(model, base.tokenizer, card), args.out, with_base=args.full)
+    llm4dsr.save_pretrained(llm4dsr.PretrainedModel(model, base.tokenizer, card), args.out, with_base=full)
     summary = {"out": os.path.abspath(args.out), "base": base_name, "trainable": trainable, "pairs": len(data),
                "steps": result["steps"], "resumed_from_step": result["resumed_from_step"],
                "valid_response_loss_before": loss_before, "valid_response_loss_after": loss_after,
@@ -340,9 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-alpha", type=float, default=16.0)
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated, or all-linear")
-    p.add_argument("--full", action="store_true", help="train every parameter instead of LoRA adapters")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--full", action="store_true",
+                   help="train every parameter instead of LoRA adapters (always so for --base scratch)")
+    p.add_argument("--epochs", type=int, default=None, help="default 1 (3 for --base scratch)")
+    p.add_argument("--lr", type=float, default=None, help="default 3e-4 (3e-3 for --base scratch)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")

@@ -50,6 +50,15 @@ int64_t checked_pad_id(const LlamaModel& model, const std::vector<std::vector<in
   return pad;
 }
 
+GenerationOutput empty_output(int64_t rows) {
+  GenerationOutput out;
+  out.sequences.assign(static_cast<size_t>(rows), {});
+  out.stopped.assign(static_cast<size_t>(rows), false);
+  out.log_probs.assign(static_cast<size_t>(rows), 0.0);
+  out.scores.assign(static_cast<size_t>(rows), 0.0);
+  return out;
+}
+
 }  // namespace
 
 PaddedBatch left_pad(const std::vector<std::vector<int64_t>>& rows, int64_t pad_token_id, torch::Device device) {
@@ -89,11 +98,7 @@ GenerationOutput generate_greedy(LlamaModel& model, const std::vector<std::vecto
   PaddedBatch batch = left_pad(prompts, pad, device);
   const int64_t B = batch.input_ids.size(0), P = batch.input_ids.size(1);
 
-  GenerationOutput out;
-  out.sequences.assign(static_cast<size_t>(B), {});
-  out.stopped.assign(static_cast<size_t>(B), false);
-  out.log_probs.assign(static_cast<size_t>(B), 0.0);
-  out.scores.assign(static_cast<size_t>(B), 0.0);
+  GenerationOutput out = empty_output(B);
   if (max_new_tokens == 0) return out;
 
   c10::InferenceMode inference;
@@ -221,11 +226,7 @@ GenerationOutput generate_beam(LlamaModel& model, const std::vector<std::vector<
   const int64_t B = batch.input_ids.size(0), P = batch.input_ids.size(1);
   const int64_t nb = options.num_beams, R = B * nb;
 
-  GenerationOutput out;
-  out.sequences.assign(static_cast<size_t>(B), {});
-  out.stopped.assign(static_cast<size_t>(B), false);
-  out.log_probs.assign(static_cast<size_t>(B), 0.0);
-  out.scores.assign(static_cast<size_t>(B), 0.0);
+  GenerationOutput out = empty_output(B);
   if (max_new_tokens == 0) return out;
 
   c10::InferenceMode inference;
