@@ -56,6 +56,7 @@ import time
 import torch
 
 import llm4dsr
+from bench_common import MatmulReference, matmul_params
 
 DTYPES = {"fp32": (torch.float32, "float32"), "bf16": (torch.bfloat16, "bfloat16")}
 LORA = dict(r=8, alpha=16.0, dropout=0.05, targets=("q_proj", "v_proj"))
@@ -134,18 +135,6 @@ def check_parity(ours, hf, config, dtype_name: str) -> float:
 # FLOPs
 
 
-def gemm_shapes(config):
-    """(in, out, count per forward) of every projection; lm_head last."""
-    h, d = config.hidden_size, config.head_dim
-    q, kv = config.num_attention_heads * d, config.num_key_value_heads * d
-    i, L = config.intermediate_size, config.num_hidden_layers
-    return [(h, q, L), (h, kv, 2 * L), (q, h, L), (h, i, 2 * L), (i, h, L), (h, config.vocab_size, 1)]
-
-
-def matmul_params(config) -> int:
-    return sum(a * b * n for a, b, n in gemm_shapes(config))
-
-
 def attention_flops(config, batch: int, seq: int) -> int:
     return 4 * batch * seq * seq * config.num_attention_heads * config.head_dim * config.num_hidden_layers
 
@@ -176,34 +165,6 @@ def train_flops(config, batch: int, seq: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------
 # Timing
-
-
-class MatmulReference:
-    """torch.matmul on the forward's GEMM shapes at `rows` rows, in `dtype`. A call times one product of
-    each shape and returns the seconds a forward made of nothing but these products would take (each
-    shape's time times how often a forward runs it)."""
-
-    def __init__(self, config, dtype, rows: int):
-        g = torch.Generator().manual_seed(0)
-        self.items = []
-        self.flops = 0.0
-        for k, n, count in gemm_shapes(config):
-            a = torch.randn(rows, k, generator=g).to(dtype)
-            w = torch.randn(n, k, generator=g).to(dtype)  # stored [out, in] like a Linear weight
-            self.items.append((a, w, count))
-            self.flops += 2.0 * rows * k * n * count
-
-    def __call__(self) -> float:
-        total = 0.0
-        with torch.inference_mode():
-            for a, w, count in self.items:
-                t0 = time.perf_counter()
-                torch.matmul(a, w.t())
-                total += (time.perf_counter() - t0) * count
-        return total
-
-    def gflops(self, seconds: float) -> float:
-        return self.flops / seconds / 1e9
 
 
 def rounds(fns: dict, repeats: int, warm_up: bool) -> dict:

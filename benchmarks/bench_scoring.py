@@ -87,6 +87,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import llm4dsr  # noqa: E402
+from bench_common import MatmulReference, matmul_params, memory_mb  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 MODES = ["first-token", "exact"]
@@ -138,18 +139,6 @@ def set_threads(n: int) -> None:
 # FLOPs (conventions of bench_model.py)
 
 
-def gemm_shapes(config):
-    """(in, out, count per forward) of every projection; lm_head last."""
-    h, d = config.hidden_size, config.head_dim
-    q, kv = config.num_attention_heads * d, config.num_key_value_heads * d
-    i, L = config.intermediate_size, config.num_hidden_layers
-    return [(h, q, L), (h, kv, 2 * L), (q, h, L), (h, i, 2 * L), (i, h, L), (h, config.vocab_size, 1)]
-
-
-def matmul_params(config) -> int:
-    return sum(a * b * n for a, b, n in gemm_shapes(config))
-
-
 def attention_per_query_key(config) -> int:
     return 4 * config.num_attention_heads * config.head_dim * config.num_hidden_layers
 
@@ -180,41 +169,6 @@ class Workload:
                             total += 2 * pm + a * (int(c) + j + 1)
                             self.title_tokens += 1
             self.flops[mode] = total
-
-
-class MatmulReference:
-    """torch.matmul at a prefix forward's GEMM shapes, in `dtype`: projections at `rows` rows, lm_head at
-    `logit_rows`. A call times each shape over enough products to take about a millisecond or more (one
-    product at B = 1 lasts tens of microseconds, where a single interruption swamps it) and returns the
-    seconds a forward made of nothing but these products would take (each shape's mean time times how
-    often a forward runs it)."""
-
-    MIN_FLOPS_PER_SHAPE = 1e9
-
-    def __init__(self, config, rows: int, logit_rows: int, dtype=torch.float32):
-        g = torch.Generator().manual_seed(0)
-        shapes = gemm_shapes(config)
-        self.items, self.flops = [], 0.0
-        for idx, (k, n, count) in enumerate(shapes):
-            m = logit_rows if idx == len(shapes) - 1 else rows
-            a = torch.randn(m, k, generator=g).to(dtype)
-            w = torch.randn(n, k, generator=g).to(dtype)  # [out, in] like a Linear weight
-            reps = max(1, int(np.ceil(self.MIN_FLOPS_PER_SHAPE / (2.0 * m * k * n))))
-            self.items.append((a, w, count, reps))
-            self.flops += 2.0 * m * k * n * count
-
-    def __call__(self) -> float:
-        total = 0.0
-        with torch.inference_mode():
-            for a, w, count, reps in self.items:
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    torch.matmul(a, w.t())
-                total += (time.perf_counter() - t0) / reps * count
-        return total
-
-    def gflops(self, seconds: float) -> float:
-        return self.flops / seconds / 1e9
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -352,7 +306,8 @@ def run_throughput(args) -> dict:
         pm.model.to("cpu", args.dtype)
         hf_model.to(DTYPES[args.dtype])
     scorers = {(m, b): make_scorer(m, b) for m in args.modes for b in args.batches}
-    refs = {b: MatmulReference(config, max(1, round(b * work.mean_prefix)), b, DTYPES[args.dtype])
+    refs = {b: MatmulReference(config, DTYPES[args.dtype], max(1, round(b * work.mean_prefix)), logit_rows=b,
+                               min_flops_per_shape=1e9)
             for b in args.batches}
     t0 = time.perf_counter()
     authors.score(sequences[:2], catalog)
@@ -428,16 +383,6 @@ def print_throughput(res) -> None:
 # Peak memory
 
 
-def _memory_mb() -> dict:
-    out = {}
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmHWM", "VmRSS"):
-                out[key] = int(value.split()[0]) / 1024.0
-    return out
-
-
 def _chunk(seed: int, index: int, count: int, length: int, num_items: int) -> np.ndarray:
     """Chunk `index` of the synthetic sequences: the same rows whichever way they are scored."""
     return np.random.default_rng([seed, index]).integers(1, num_items + 1, size=(count, length), dtype=np.int64)
@@ -462,7 +407,7 @@ def memory_worker(args) -> int:
     chunks = (n + chunk - 1) // chunk
     sizes = [min(chunk, n - c * chunk) for c in range(chunks)]
     out_path = os.path.join(tempfile.gettempdir(), f"bench_scoring_{os.getpid()}.f32")
-    setup = _memory_mb()
+    setup = memory_mb()
     t0 = time.perf_counter()
     after_first = None
     try:
@@ -473,7 +418,7 @@ def memory_worker(args) -> int:
                     np.concatenate([s.log_prob for s in scores]).tofile(f)
                     del scores
                     if c == 0:
-                        after_first = _memory_mb()["VmHWM"]
+                        after_first = memory_mb()["VmHWM"]
             else:
                 every = np.concatenate([_chunk(args.seed, c, count, length, len(catalog))
                                         for c, count in enumerate(sizes)])
@@ -484,7 +429,7 @@ def memory_worker(args) -> int:
     finally:
         if os.path.exists(out_path):
             os.remove(out_path)
-    end = _memory_mb()
+    end = memory_mb()
     if written != n * length * 4:
         raise RuntimeError(f"wrote {written} bytes, {n * length * 4} expected")
     print(json.dumps({"sequences": n, "variant": args.memory_variant, "tokenizer": tok_name, "seconds": seconds,

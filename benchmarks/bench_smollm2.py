@@ -48,6 +48,8 @@ import subprocess
 import sys
 import time
 
+from bench_common import memory_mb
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_VENV = os.path.join(REPO, "build", "bench-venv")
 BENCH_PYTHON = os.path.join(BENCH_VENV, "bin", "python")
@@ -58,16 +60,6 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # ----------------------------------------------------------------------------------------------------
 # Worker side: one engine per process, driven by JSON lines on stdin, answering JSON lines on stdout.
 # ----------------------------------------------------------------------------------------------------
-
-def _memory_mb():
-    status = {}
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmHWM", "VmRSS"):
-                status[key] = int(value.split()[0]) / 1024.0
-    return status
-
 
 class OursEngine:
     def __init__(self, gguf, dtype, threads):
@@ -202,7 +194,7 @@ def worker(args) -> int:
         print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
         return 0
     hello = {"ready": True, "load_seconds": time.perf_counter() - t0, "version": engine.version,
-             "rss_after_load_mb": _memory_mb()["VmRSS"]}
+             "rss_after_load_mb": memory_mb()["VmRSS"]}
     if hasattr(engine, "system_info"):
         hello["system_info"] = engine.system_info
     print(json.dumps(hello), flush=True)
@@ -220,7 +212,7 @@ def worker(args) -> int:
                 ids = engine.generate(prompts[0], cmd["new_tokens"])
                 reply = {"seconds": time.perf_counter() - t, "ids": ids}
             elif op == "mem":
-                m = _memory_mb()
+                m = memory_mb()
                 import resource
 
                 reply = {"peak_rss_mb": m["VmHWM"], "rss_mb": m["VmRSS"],
