@@ -38,15 +38,13 @@ rank: 1 = most likely noise, a permutation (equal scores: earlier position first
       .def(py::init([](const py::object& items, const py::object& log_prob, const py::object& prob,
                        const py::object& rank, int64_t dropped_items) {
              NoiseScores s;
-             torch::Tensor t = int64_tensor(items, "items").contiguous();
-             s.items.assign(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+             s.items = int64_vector(items, "items");
              auto lp = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(log_prob);
              auto pr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(prob);
              LLM4DSR_CHECK(lp && pr && lp.ndim() == 1 && pr.ndim() == 1, "NoiseScores: log_prob and prob must be 1-D arrays");
              s.log_prob.assign(lp.data(), lp.data() + lp.size());
              s.prob.assign(pr.data(), pr.data() + pr.size());
-             torch::Tensor r = int64_tensor(rank, "rank").contiguous();
-             s.rank.assign(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel());
+             s.rank = int64_vector(rank, "rank");
              const size_t n = s.items.size();
              LLM4DSR_CHECK(s.log_prob.size() == n && s.prob.size() == n && s.rank.size() == n,
                            "NoiseScores: items, log_prob, prob and rank must have one entry per position (" << n
@@ -115,10 +113,7 @@ fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest
       .def(
           "plan",
           [](const PyUncertaintyScorer& p, const py::object& items, const Catalog& catalog) {
-            torch::Tensor t = int64_tensor(items, "items").contiguous();
-            LLM4DSR_CHECK(t.dim() == 1, "items must be one-dimensional, got shape " << t.sizes());
-            const ScoringPlan plan =
-                p.scorer->plan(std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()), catalog);
+            const ScoringPlan plan = p.scorer->plan(int64_vector(items, "items"), catalog);
             py::dict d;
             d["prefix_ids"] = to_numpy(plan.prefix_ids);
             d["dropped_items"] = plan.dropped_items;

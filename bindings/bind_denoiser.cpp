@@ -23,12 +23,6 @@ struct PyDenoiser {
   std::shared_ptr<Denoiser> denoiser;
 };
 
-std::vector<int64_t> int64_vector(const py::handle& h, const char* what) {
-  torch::Tensor t = int64_tensor(py::reinterpret_borrow<py::object>(h), what).contiguous();
-  LLM4DSR_CHECK(t.dim() == 1, what << " must be one-dimensional, got shape " << t.sizes());
-  return {t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()};
-}
-
 // (items, position) or (items, position, exclude) tuples, or dicts with those keys.
 std::vector<GenerationRequest> to_requests(const py::object& requests) {
   std::vector<GenerationRequest> out;

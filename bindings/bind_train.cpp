@@ -11,12 +11,6 @@ namespace llm4dsr::bindings {
 
 namespace {
 
-std::vector<int64_t> int64_list(const py::handle& obj, const char* what) {
-  torch::Tensor t = int64_tensor(obj, what).contiguous();
-  LLM4DSR_CHECK(t.dim() == 1, what << " must be one-dimensional, got shape " << t.sizes());
-  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
-}
-
 // Accepts TrainingExample objects, dicts with input_ids/labels (what InstructionBuilder.tokenize
 // gives), or (input_ids, labels) pairs.
 std::vector<TrainingExample> to_examples(const py::iterable& items) {
@@ -29,12 +23,12 @@ std::vector<TrainingExample> to_examples(const py::iterable& items) {
       py::dict d = py::reinterpret_borrow<py::dict>(item);
       LLM4DSR_CHECK(d.contains("input_ids") && d.contains("labels"),
                     "example " << index << " is a dict without 'input_ids' and 'labels'");
-      out.push_back({int64_list(d["input_ids"], "input_ids"), int64_list(d["labels"], "labels")});
+      out.push_back({int64_vector(d["input_ids"], "input_ids"), int64_vector(d["labels"], "labels")});
     } else if (py::isinstance<py::tuple>(item) && py::len(item) == 2) {
       py::tuple t = py::reinterpret_borrow<py::tuple>(item);
-      out.push_back({int64_list(t[0], "input_ids"), int64_list(t[1], "labels")});
+      out.push_back({int64_vector(t[0], "input_ids"), int64_vector(t[1], "labels")});
     } else if (py::hasattr(item, "input_ids") && py::hasattr(item, "labels")) {
-      out.push_back({int64_list(item.attr("input_ids"), "input_ids"), int64_list(item.attr("labels"), "labels")});
+      out.push_back({int64_vector(item.attr("input_ids"), "input_ids"), int64_vector(item.attr("labels"), "labels")});
     } else {
       LLM4DSR_THROW("example " << index << " must be a TrainingExample, a dict or an (input_ids, labels) pair, got "
                                << std::string(py::str(item.get_type().attr("__name__"))));
@@ -68,7 +62,7 @@ void bind_train(py::module_& m) {
                               "Token ids and per-token labels (-100 = not in the loss; HF convention, the trainer "
                               "shifts).")
       .def(py::init([](const py::object& ids, const py::object& labels) {
-             return TrainingExample{int64_list(ids, "input_ids"), int64_list(labels, "labels")};
+             return TrainingExample{int64_vector(ids, "input_ids"), int64_vector(labels, "labels")};
            }),
            py::arg("input_ids"), py::arg("labels"))
       .def_readwrite("input_ids", &TrainingExample::input_ids)

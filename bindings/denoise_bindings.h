@@ -7,6 +7,7 @@
 #include <pybind11/stl_bind.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "torch_bindings.h"
@@ -58,9 +59,8 @@ inline std::vector<std::vector<int64_t>> to_item_lists(const py::object& sequenc
     if (py::isinstance<Sequence>(item)) {
       out.push_back(item.cast<const Sequence&>().items);
     } else {
-      torch::Tensor t = int64_tensor(item, "a sequence's items").contiguous();
-      LLM4DSR_CHECK(t.dim() == 1, "sequence " << index << ": items must be one-dimensional, got shape " << t.sizes());
-      out.emplace_back(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+      const std::string what = "sequence " + std::to_string(index) + ": items";
+      out.push_back(int64_vector(item, what.c_str()));
     }
     ++index;
   }

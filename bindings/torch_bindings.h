@@ -55,6 +55,14 @@ inline torch::Tensor int64_tensor(const py::handle& obj, const char* what) {
   return torch::from_blob(const_cast<int64_t*>(arr.data()), shape, torch::kInt64).clone();
 }
 
+// A one-dimensional int64 argument (torch tensor, numpy array or list) as a vector; `what` names it
+// in the error for another shape.
+inline std::vector<int64_t> int64_vector(const py::handle& obj, const char* what) {
+  torch::Tensor t = int64_tensor(obj, what).contiguous();
+  LLM4DSR_CHECK(t.dim() == 1, what << " must be one-dimensional, got shape " << t.sizes());
+  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+}
+
 // The Python-side handle of a LlamaModel (shared by bind_model and bind_train).
 struct PyLlamaModel {
   LlamaModel model{nullptr};
