@@ -15,13 +15,6 @@ namespace llm4dsr {
 
 namespace {
 
-size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
-  const size_t n = std::min(a.size(), b.size());
-  size_t i = 0;
-  while (i < n && a[i] == b[i]) ++i;
-  return i;
-}
-
 // The catalogue's titles as token paths. Node 0 is the root; a path ends at a terminal node that
 // lists the items with that title (ascending ids).
 class TitleTrie {
@@ -173,7 +166,7 @@ struct Generator::Impl {
       const std::string title = prompt_template.sanitize_title(catalog.title(id));
       if (title.empty()) continue;
       joints[static_cast<size_t>(id)] = tokenizer->encode(context + title + tail, false, false);
-      shared = std::min(shared, common_prefix(base, joints[static_cast<size_t>(id)]));
+      shared = std::min(shared, internal::common_prefix(base, joints[static_cast<size_t>(id)]));
     }
     requote.assign(base.begin() + static_cast<std::ptrdiff_t>(shared), base.end());
     paths.assign(static_cast<size_t>(N) + 1, {});

@@ -12,19 +12,13 @@
 #include "internal/parallel.h"
 #include "internal/prompt_fit.h"
 #include "llm4dsr/error.h"
+#include "llm4dsr/model/generation.h"
 
 namespace llm4dsr {
 
 namespace {
 
 constexpr int64_t kGrainSize = 4;
-
-size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
-  const size_t n = std::min(a.size(), b.size());
-  size_t i = 0;
-  while (i < n && a[i] == b[i]) ++i;
-  return i;
-}
 
 // The keys/values of every cached position of every layer, [B, H_kv, length, D] views. KVCache has
 // no reader; append() of zero new positions returns exactly these views and writes nothing.
@@ -34,34 +28,6 @@ std::vector<std::pair<torch::Tensor, torch::Tensor>> cached_keys_values(KVCache&
   auto none = torch::empty({cache.batch_size(), config.num_key_value_heads, 0, config.head_dim}, options);
   for (int64_t l = 0; l < cache.num_layers(); ++l) out.push_back(cache.append(l, none, none));
   return out;
-}
-
-struct MicroBatch {
-  torch::Tensor input_ids, attention_mask;  // [B, T] left-padded
-  std::vector<int64_t> pads;                // per row
-};
-
-MicroBatch left_pad(const std::vector<const ScoringPlan*>& rows, int64_t pad_id) {
-  int64_t T = 0;
-  for (const auto* p : rows) T = std::max<int64_t>(T, static_cast<int64_t>(p->prefix_ids.size()));
-  const auto B = static_cast<int64_t>(rows.size());
-  MicroBatch mb;
-  auto ids = torch::full({B, T}, pad_id, torch::kInt64);
-  auto mask = torch::zeros({B, T}, torch::kInt64);
-  auto ia = ids.accessor<int64_t, 2>();
-  auto ma = mask.accessor<int64_t, 2>();
-  for (int64_t b = 0; b < B; ++b) {
-    const auto& p = rows[static_cast<size_t>(b)]->prefix_ids;
-    const int64_t pad = T - static_cast<int64_t>(p.size());
-    mb.pads.push_back(pad);
-    for (size_t j = 0; j < p.size(); ++j) {
-      ia[b][pad + static_cast<int64_t>(j)] = p[j];
-      ma[b][pad + static_cast<int64_t>(j)] = 1;
-    }
-  }
-  mb.input_ids = ids;
-  mb.attention_mask = mask;
-  return mb;
 }
 
 }  // namespace
@@ -166,7 +132,7 @@ ScoringPlan UncertaintyScorer::plan(const std::vector<int64_t>& items, const Cat
       ids.push_back(alone.front());
     } else {
       const std::vector<TokenId> joint = tok.encode(prefix + title + suffix, add_bos_, false);
-      const size_t d = common_prefix(prefix_ids, joint);
+      const size_t d = internal::common_prefix(prefix_ids, joint);
       LLM4DSR_CHECK(d >= 1 && d < joint.size(), "position " << k << ": the title '" << title
                                                               << "' adds no token after the scoring prefix");
       context = static_cast<int64_t>(d);
@@ -209,7 +175,10 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
     const size_t end = std::min(order.size(), start + mbs);
     std::vector<const ScoringPlan*> rows;
     for (size_t r = start; r < end; ++r) rows.push_back(&plans[order[r]]);
-    const MicroBatch mb = left_pad(rows, pad_id);
+    std::vector<std::vector<int64_t>> prefixes;
+    prefixes.reserve(rows.size());
+    for (const auto* p : rows) prefixes.push_back(p->prefix_ids);
+    const PaddedBatch mb = left_pad(prefixes, pad_id, device);
     const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1);
 
     // The positions whose logits are read: per row, the last position of each distinct context
@@ -226,7 +195,7 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       for (size_t k = 0; k < p.event.size(); ++k) {
         const int64_t e = p.event[k];
         if (e < 0 || reads[static_cast<size_t>(e)].first >= 0) continue;
-        const int64_t at = mb.pads[static_cast<size_t>(b)] + p.context_length[k] - 1;
+        const int64_t at = T - mb.lengths[static_cast<size_t>(b)] + p.context_length[k] - 1;
         auto it = std::find(pos.begin(), pos.end(), at);
         if (it == pos.end()) it = pos.insert(pos.end(), at);
         reads[static_cast<size_t>(e)] = {static_cast<int64_t>(it - pos.begin()), p.scored_ids[k].front()};
@@ -240,7 +209,7 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
 
     KVCache cache;
     if (exact) cache = model->make_cache(B, T);
-    auto hidden = model->forward_hidden(mb.input_ids.to(device), mb.attention_mask.to(device), exact ? &cache : nullptr);
+    auto hidden = model->forward_hidden(mb.input_ids, mb.attention_mask, exact ? &cache : nullptr);
     auto logp = model->logits_from_hidden(hidden, positions.to(device)).to(torch::kFloat32).log_softmax(-1);  // [B,K,V]
     hidden = torch::Tensor();
 
@@ -282,7 +251,7 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       }
       if (rows_k.empty()) continue;
       const auto R = static_cast<int64_t>(rows_k.size());
-      const int64_t pad = mb.pads[static_cast<size_t>(b)];
+      const int64_t pad = T - mb.lengths[static_cast<size_t>(b)];
       const int64_t P = T - pad;
 
       KVCache titles_cache = model->make_cache(R, P + L);
