@@ -20,16 +20,6 @@ namespace {
 
 constexpr int64_t kGrainSize = 4;
 
-// The keys/values of every cached position of every layer, [B, H_kv, length, D] views. KVCache has
-// no reader; append() of zero new positions returns exactly these views and writes nothing.
-std::vector<std::pair<torch::Tensor, torch::Tensor>> cached_keys_values(KVCache& cache, const ModelConfig& config,
-                                                                         torch::TensorOptions options) {
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> out;
-  auto none = torch::empty({cache.batch_size(), config.num_key_value_heads, 0, config.head_dim}, options);
-  for (int64_t l = 0; l < cache.num_layers(); ++l) out.push_back(cache.append(l, none, none));
-  return out;
-}
-
 }  // namespace
 
 std::string to_string(ScoringMode mode) { return mode == ScoringMode::kExact ? "exact" : "first-token"; }
@@ -152,7 +142,6 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
   torch::InferenceMode inference;
   LlamaModel model = model_;  // the holder's operator-> is const in a const member
   const torch::Device device = model->device();
-  const auto cache_options = torch::TensorOptions().dtype(model->dtype()).device(device);
   const int64_t pad_id = std::max<int64_t>(0, tokenizer_->pad_id());
   const bool exact = options_.mode == ScoringMode::kExact;
 
@@ -233,7 +222,6 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
 
     // Exact mode: the rest of every title, teacher-forced, one pass per sequence over all its
     // distinct titles, on a copy of the prefix cache repeated once per title.
-    const auto kv = cached_keys_values(cache, model->config(), cache_options);
     for (int64_t b = 0; b < B; ++b) {
       const ScoringPlan& p = *rows[static_cast<size_t>(b)];
       auto& lp = event_lp[order[start + static_cast<size_t>(b)]];
@@ -256,7 +244,7 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
 
       KVCache titles_cache = model->make_cache(R, P + L);
       for (int64_t l = 0; l < titles_cache.num_layers(); ++l) {
-        const auto& [k, v] = kv[static_cast<size_t>(l)];
+        const torch::Tensor k = cache.keys(l), v = cache.values(l);
         titles_cache.append(l, k.narrow(0, b, 1).narrow(2, pad, P).expand({R, -1, -1, -1}),
                             v.narrow(0, b, 1).narrow(2, pad, P).expand({R, -1, -1, -1}));
       }

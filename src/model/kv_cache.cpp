@@ -60,6 +60,16 @@ torch::Tensor KVCache::append_mask(const torch::Tensor& new_mask) {
 
 torch::Tensor KVCache::mask() const { return mask_.narrow(1, 0, length_); }
 
+torch::Tensor KVCache::keys(int64_t layer) const {
+  LLM4DSR_CHECK(layer >= 0 && layer < num_layers_, "KVCache: layer " << layer << " out of range [0, " << num_layers_ << ")");
+  return keys_[static_cast<size_t>(layer)].narrow(2, 0, length_);
+}
+
+torch::Tensor KVCache::values(int64_t layer) const {
+  LLM4DSR_CHECK(layer >= 0 && layer < num_layers_, "KVCache: layer " << layer << " out of range [0, " << num_layers_ << ")");
+  return values_[static_cast<size_t>(layer)].narrow(2, 0, length_);
+}
+
 void KVCache::advance(int64_t steps) {
   LLM4DSR_CHECK(steps >= 0 && length_ + steps <= max_length_, "KVCache: cannot advance " << steps << " positions from "
                                                                                        << length_ << " (max " << max_length_ << ")");

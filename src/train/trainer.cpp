@@ -19,14 +19,13 @@
 #include "internal/random.h"
 #include "llm4dsr/data/writers.h"
 #include "llm4dsr/error.h"
+#include "llm4dsr/train/ignore_index.h"
 
 namespace llm4dsr {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-constexpr int64_t kIgnoreIndex = -100;
 
 // bf16 autocast on the model's device for the guard's lifetime (restores the previous setting).
 class AutocastGuard {

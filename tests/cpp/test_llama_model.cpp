@@ -230,6 +230,18 @@ TEST_CASE("LlamaModel: seeded init, logits at positions, padding and KV cache", 
     auto over = model->make_cache(2, 4);
     CHECK_THROWS_WITH(model(ids, torch::Tensor(), &over), Catch::Contains("exceed max_length"));
   }
+  SECTION("a prefix read out of one cache seeds another, whose continuation equals the full forward") {
+    KVCache prefix = model->make_cache(2, 5);
+    model(ids.narrow(1, 0, 5), torch::Tensor(), &prefix);
+    CHECK(prefix.keys(0).sizes() == torch::IntArrayRef({2, config.num_key_value_heads, 5, config.head_dim}));
+    KVCache seeded = model->make_cache(2, 9);
+    for (int64_t l = 0; l < seeded.num_layers(); ++l) seeded.append(l, prefix.keys(l), prefix.values(l));
+    seeded.append_mask(prefix.mask());
+    seeded.advance(5);
+    auto rest = model(ids.narrow(1, 5, 4), torch::Tensor(), &seeded);
+    CHECK(max_diff(rest, logits.narrow(1, 5, 4)) < 1e-5);
+    CHECK_THROWS_WITH(prefix.keys(config.num_hidden_layers), Catch::Contains("out of range"));
+  }
   SECTION("reordering the cache reorders the continuation") {
     KVCache cache = model->make_cache(2, 12);
     model(ids.narrow(1, 0, 8), torch::Tensor(), &cache);

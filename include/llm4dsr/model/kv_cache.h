@@ -43,6 +43,10 @@ class KVCache {
   torch::Tensor append_mask(const torch::Tensor& new_mask);
   // The mask of the cached positions [B, length].
   torch::Tensor mask() const;
+  // Views of `layer`'s cached keys / values [B, H_kv, length, D] (the storage, not copies): for
+  // callers that fan a prefix out to other caches (exact scoring's title pass).
+  torch::Tensor keys(int64_t layer) const;
+  torch::Tensor values(int64_t layer) const;
   void advance(int64_t steps);
 
   // Reorders the batch rows in place (beam search): row i becomes old row index[i].

@@ -17,6 +17,7 @@
 #include "llm4dsr/text/chat_format.h"
 #include "llm4dsr/text/prompt_template.h"
 #include "llm4dsr/text/tokenizer.h"
+#include "llm4dsr/train/ignore_index.h"
 
 namespace llm4dsr {
 
@@ -27,9 +28,6 @@ enum class LossOn {
 };
 std::string to_string(LossOn loss_on);
 LossOn parse_loss_on(std::string_view name);  // "response" | "all"
-
-// The label of tokens outside the loss, as in HF's CrossEntropyLoss(ignore_index=-100).
-constexpr int64_t kIgnoreIndex = -100;
 
 struct InstructionOptions {
   std::string template_name = "llm4dsr-paper";

@@ -19,10 +19,11 @@
 #include <vector>
 
 #include "llm4dsr/model/llama_model.h"
+#include "llm4dsr/train/ignore_index.h"
 
 namespace llm4dsr {
 
-// One training sequence: token ids and per-token labels (-100 = not in the loss). labels[t] is the
+// One training sequence: token ids and per-token labels (kIgnoreIndex = -100: not in the loss). labels[t] is the
 // token the model should produce AT position t (HF convention: the trainer shifts).
 struct TrainingExample {
   std::vector<int64_t> input_ids;
