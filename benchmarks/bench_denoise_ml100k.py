@@ -26,6 +26,9 @@ popularity: score = -popularity). Wall time of each stage is printed. --seeds ru
 seed (a new noise draw, pair sample and test sample) and prints the margin of SmolLM2 + LoRA over the
 best other flagger per seed.
 
+Per-window vs per-user units (--unit-users users' training windows; see compare_units) are reported
+for SmolLM2 + LoRA in the last of --modes.
+
     .venv/bin/python benchmarks/bench_denoise_ml100k.py [--seeds 1 2] [--pairs 1000] [--test-windows 1000]
 """
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 
 import llm4dsr
 from llm4dsr.cli import pretrain_from_scratch
+from llm4dsr.pipeline import Unit
 
 
 def finetune(base, splits, catalog, pairs, seed, full, bf16, epochs, lr, out_dir, lora_r=8, target_modules="q_proj,v_proj"):
@@ -81,6 +85,37 @@ def model_flagger(name, pretrained, catalog, histories, valid_histories, labels,
         "pr_auc": llm4dsr.average_precision(np.concatenate(p), np.concatenate(labels)),
         "score_seconds": score_seconds,
     }
+
+
+def compare_units(pretrained, catalog, train, num_users, quantile, micro_batch_size, mode, rng):
+    """Per-window vs per-user denoising of the same users' TRAINING interactions (the split LLM4DSR
+    cleans), one flag per sequence at most. Per window, each interaction is judged in every window that
+    holds it (up to 10 times, and the verdicts may disagree); per user, once. Metrics count what each
+    unit decides on: window positions for per-window, interactions for per-user. η is the --quantile
+    of the unit's own scores here (there is no validation counterpart of a training sample)."""
+    users = sorted({w.user_id for w in train})
+    chosen = set(rng.choice(users, size=min(num_users, len(users)), replace=False).tolist())
+    windows = llm4dsr.SequenceSet([w for w in train if w.user_id in chosen])
+    card = pretrained.card
+    scorer = llm4dsr.UncertaintyScorer(pretrained.model, pretrained.tokenizer, template=card.prompt_template,
+                                       chat_format=card.chat_format, micro_batch_size=micro_batch_size, mode=mode)
+    out = {}
+    for name in ("window", "user"):
+        unit = Unit(windows, name, "train", chunk_length=len(train[0].items) - 1)
+        t0 = time.perf_counter()
+        scores = scorer.score(unit.sequences, catalog)
+        seconds = time.perf_counter() - t0
+        eta = llm4dsr.noise_threshold(scores, quantile)
+        row = {"sequences": len(unit.sequences), "positions": int(sum(len(x) for x in unit.sequences)),
+               "score_seconds": seconds}
+        for key, threshold in (("at_eta", eta), ("top1", -np.inf)):
+            flags = llm4dsr.flag_noise(scores, threshold, budget=1)
+            labels = [l == 1 for l in unit.labels]
+            row[key] = flag_metrics([np.isin(np.arange(len(l)), f) for f, l in zip(flags, labels)], labels)
+        p = np.concatenate([np.exp(np.asarray(x.log_prob, np.float64)) for x in scores])
+        row["pr_auc"] = llm4dsr.average_precision(p, np.concatenate(unit.labels) == 1)
+        out[name] = row
+    return out
 
 
 def run_seed(args, seed):
@@ -128,6 +163,10 @@ def run_seed(args, seed):
             results[key] = model_flagger(key, base, dataset.catalog, histories, valid_histories, labels, args.quantile,
                                          args.micro_batch_size, mode)
             timings[f"smollm2_score_{mode}"] = results[key].pop("score_seconds")
+        units = None
+        if args.unit_users > 0:
+            units = compare_units(base, dataset.catalog, splits.train, args.unit_users, args.quantile,
+                                  args.micro_batch_size, args.modes[-1], rng)
         del base
 
         # From scratch: pretrain, then full instruction tuning.
@@ -147,7 +186,8 @@ def run_seed(args, seed):
         results["scratch"] = model_flagger("scratch", scratch, dataset.catalog, histories, valid_histories, labels, args.quantile,
                                            args.micro_batch_size, args.modes[0])
         timings["scratch_score"] = results["scratch"].pop("score_seconds")
-    return results, timings, {"test_windows": len(test), "noise_rate": float(np.concatenate(labels).mean())}
+    return results, timings, {"test_windows": len(test), "noise_rate": float(np.concatenate(labels).mean()),
+                              "units": units}
 
 
 def main():
@@ -169,6 +209,8 @@ def main():
     p.add_argument("--scratch-windows", type=int, default=5000)
     p.add_argument("--micro-batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--unit-users", type=int, default=40,
+                   help="compare per-window and per-user denoising on this many users' training windows (0: skip)")
     p.add_argument("--json", default="", help="also write the results to this file")
     a = p.parse_args()
     llm4dsr.set_num_threads(a.threads)
@@ -184,6 +226,13 @@ def main():
             print(f"{name:<14} {e['precision']:7.3f} {e['recall']:7.3f} {e['f1']:7.3f} "
                   f"{t['precision']:7.3f} {t['recall']:7.3f} {t['f1']:7.3f} {r['pr_auc']:7.3f}")
         print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        if info["units"]:
+            print(f"units (SmolLM2 + LoRA, {a.modes[-1]}, {a.unit_users} users' training windows):")
+            for name, r in info["units"].items():
+                e, t = r["at_eta"], r["top1"]
+                print(f"  per {name:<7} {r['sequences']:6d} sequences {r['positions']:7d} positions  "
+                      f"F1@eta {e['f1']:.3f}  F1 top1 {t['f1']:.3f}  PR-AUC {r['pr_auc']:.3f}  "
+                      f"score {r['score_seconds']:.1f} s")
         others = [n for n in results if not n.startswith("smollm2-lora")]
         best_f1 = max(results[n]["top1"]["f1"] for n in others)
         best_auc = max(results[n]["pr_auc"] for n in others)
