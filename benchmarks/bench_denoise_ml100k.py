@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 import llm4dsr
-from llm4dsr.cli import pretrain_from_scratch
+from llm4dsr.pretraining import pretrain_from_scratch
 from llm4dsr.pipeline import Unit
 
 
@@ -177,7 +177,7 @@ def run_seed(args, seed):
         pick = rng.choice(len(splits.train), size=min(args.scratch_windows, len(splits.train)), replace=False)
         pre_splits.train = llm4dsr.SequenceSet([splits.train[int(i)] for i in sorted(pick)])
         scratch, _, _ = pretrain_from_scratch(dataset, pre_splits, os.path.join(tmp, "scratch"), preset="tiny",
-                                              epochs=args.scratch_epochs, seed=seed, progress=True)
+                                              epochs=args.scratch_epochs, seed=seed)
         timings["scratch_pretrain"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         finetune(scratch, splits, dataset.catalog, args.pairs, seed, full=True, bf16=False, epochs=1, lr=1e-3,

@@ -66,6 +66,7 @@ def main():
     p.add_argument("--ef-search", type=int, default=64)
     p.add_argument("--ef-construction", type=int, default=40)
     p.add_argument("--hnsw-m", type=int, default=32)
+    p.add_argument("--flat-only", action="store_true", help="skip the HNSW index (its 1M build takes minutes)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--data", choices=["gaussian", "clustered"], default="gaussian",
                    help="gaussian: i.i.d. vectors and queries; clustered: a mixture with perturbed items as queries")
@@ -89,6 +90,8 @@ def main():
         print(f"\nN={n:,} items x D={a.dim}")
         print(f"  flat      build {flat_build:8.2f} s   search {a.queries / t_flat:10.0f} q/s", flush=True)
         del flat
+        if a.flat_only:
+            continue
 
         t0 = time.perf_counter()
         hnsw = llm4dsr.Grounder(titles, emb, index="hnsw", ef_search=a.ef_search, hnsw_m=a.hnsw_m,

@@ -106,49 +106,20 @@ def _splits(args, dataset):
     return llm4dsr.prepare(dataset, split=args.split, noise=args.noise, seed=args.seed, max_length=args.max_length)
 
 
-def _train_texts(dataset, splits) -> List[str]:
-    """Catalogue titles and the training windows as plain text: what a model trained from scratch reads."""
-    titles = [t for t in dataset.catalog.titles if t]
-    windows = [", ".join(dataset.catalog.title(int(i)) for i in w.items) for w in splits.train]
-    return titles + windows
-
-
-def pretrain_from_scratch(dataset, splits, out: str, preset: str = "tiny", vocab_size: int = 2000,
-                          block_size: int = 128, epochs: int = 3, learning_rate: float = 3e-3,
-                          batch_size: int = 16, seed: int = 0, resume: bool = False, progress: bool = True):
-    """Trains a sentencepiece tokenizer and a small Llama on the catalogue and training windows; saves an
-    llm4dsr model folder at `out` and returns (PretrainedModel, train result)."""
-    import llm4dsr
-
-    texts = _train_texts(dataset, splits)
-    tokenizer = llm4dsr.SentencePieceTokenizer.train(texts, vocab_size=vocab_size, seed=seed, hard_vocab_limit=False)
-    config = llm4dsr.ModelConfig.preset(preset, tokenizer.vocab_size)
-    config.bos_token_id = tokenizer.bos_id
-    config.eos_token_ids = [tokenizer.eos_id]
-    config.pad_token_id = tokenizer.pad_id
-    model = llm4dsr.LlamaModel(config, seed=seed)
-    examples = llm4dsr.make_lm_examples(tokenizer.encode_batch(texts, add_bos=True), tokenizer.eos_id, block_size)
-    callback, close = _progress_callback("pretrain", progress)
-    trainer = llm4dsr.Trainer(model, learning_rate=learning_rate, num_epochs=epochs, micro_batch_size=batch_size,
-                              pad_token_id=tokenizer.pad_id, seed=seed, output_dir=os.path.join(out, "pretrain-state"),
-                              save_steps=50, progress=False)
-    try:
-        result = trainer.train(examples, resume=resume, callback=callback)
-    finally:
-        close()
-    pretrained = llm4dsr.PretrainedModel(model, tokenizer, llm4dsr.ModelCard())
-    llm4dsr.save_pretrained(pretrained, out)
-    return pretrained, result, len(examples)
-
-
 def cmd_pretrain(args) -> int:
     dataset = _read(args)
     splits = _splits(args, dataset)
     t0 = time.perf_counter()
-    _, result, n = pretrain_from_scratch(dataset, splits, args.out, preset=args.preset, vocab_size=args.vocab_size,
-                                         block_size=args.block_size, epochs=args.epochs, learning_rate=args.lr,
-                                         batch_size=args.batch_size, seed=args.seed, resume=args.resume,
-                                         progress=not args.json)
+    from llm4dsr.pretraining import pretrain_from_scratch
+
+    callback, close = _progress_callback("pretrain", not args.json)
+    try:
+        _, result, n = pretrain_from_scratch(dataset, splits, args.out, preset=args.preset, vocab_size=args.vocab_size,
+                                             block_size=args.block_size, epochs=args.epochs, learning_rate=args.lr,
+                                             batch_size=args.batch_size, seed=args.seed, resume=args.resume,
+                                             callback=callback)
+    finally:
+        close()
     summary = {"out": os.path.abspath(args.out), "preset": args.preset, "examples": n, "steps": result["steps"],
                "first_loss": result["step_losses"][0] if result["step_losses"] else None,
                "final_loss": result["step_losses"][-1] if result["step_losses"] else None,
@@ -170,8 +141,14 @@ def cmd_finetune(args) -> int:
         # "scratch" or "scratch:PRESET": pretrain a small model on this data first, then instruction-tune it
         preset = args.base.split(":", 1)[1] if ":" in args.base else "tiny"
         base_dir = os.path.join(args.out, "base")
-        base, _, _ = pretrain_from_scratch(dataset, splits, base_dir, preset=preset, seed=args.seed,
-                                           resume=args.resume, progress=not args.json)
+        from llm4dsr.pretraining import pretrain_from_scratch
+
+        callback, close = _progress_callback("pretrain", not args.json)
+        try:
+            base, _, _ = pretrain_from_scratch(dataset, splits, base_dir, preset=preset, seed=args.seed,
+                                               resume=args.resume, callback=callback)
+        finally:
+            close()
         base_name = os.path.abspath(base_dir)
         base = llm4dsr.load_pretrained(base_name, dtype=args.dtype)
     else:
