@@ -74,11 +74,13 @@ each title's first token) or 'exact' (every token of each title, optionally + th
 first_token_context: 'in-context' (the token the model sees after the opening quote) or 'standalone'
 (each title tokenised alone, as the authors' released code did: the wrong token for most titles).
 template / chat_format: names or PromptTemplate / ChatFormat objects; use those the model was
-fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest items.)doc")
+fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest items.
+title_pass_positions: exact mode's memory bound, the cached positions (title rows x (prefix + title))
+one teacher-forced group of titles may hold.)doc")
       .def(py::init([](const PyLlamaModel& model, std::shared_ptr<Tokenizer> tokenizer, const py::object& prompt_template,
                        const py::object& chat_format, const std::string& mode, const std::string& first_token_context,
                        int64_t micro_batch_size, int64_t max_prompt_tokens, bool include_closing_delimiter,
-                       int64_t chunk_size) {
+                       int64_t chunk_size, int64_t title_pass_positions) {
              LLM4DSR_CHECK(tokenizer, "UncertaintyScorer: tokenizer is None");
              ScorerOptions o;
              set_template_and_chat(o, prompt_template, chat_format);
@@ -88,6 +90,7 @@ fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest
              o.max_prompt_tokens = max_prompt_tokens;
              o.include_closing_delimiter = include_closing_delimiter;
              o.chunk_size = chunk_size;
+             o.title_pass_positions = title_pass_positions;
              PyUncertaintyScorer p;
              p.model = model;
              p.tokenizer = tokenizer;
@@ -100,7 +103,8 @@ fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest
            py::arg("micro_batch_size") = defaults.micro_batch_size,
            py::arg("max_prompt_tokens") = defaults.max_prompt_tokens,
            py::arg("include_closing_delimiter") = defaults.include_closing_delimiter,
-           py::arg("chunk_size") = defaults.chunk_size)
+           py::arg("chunk_size") = defaults.chunk_size,
+           py::arg("title_pass_positions") = defaults.title_pass_positions)
       .def(
           "score",
           [](const PyUncertaintyScorer& p, const py::object& sequences, const Catalog& catalog) {

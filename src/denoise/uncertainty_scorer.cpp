@@ -48,6 +48,8 @@ UncertaintyScorer::UncertaintyScorer(LlamaModel model, std::shared_ptr<const Tok
   LLM4DSR_CHECK(options_.micro_batch_size > 0, "UncertaintyScorer: micro_batch_size must be > 0, got "
                                                    << options_.micro_batch_size);
   LLM4DSR_CHECK(options_.chunk_size > 0, "UncertaintyScorer: chunk_size must be > 0, got " << options_.chunk_size);
+  LLM4DSR_CHECK(options_.title_pass_positions > 0, "UncertaintyScorer: title_pass_positions must be > 0, got "
+                                                       << options_.title_pass_positions);
   LLM4DSR_CHECK(options_.max_prompt_tokens >= 0, "UncertaintyScorer: max_prompt_tokens must be >= 0 (0 = no limit), got "
                                                      << options_.max_prompt_tokens);
   LLM4DSR_CHECK(!(options_.mode == ScoringMode::kExact && options_.first_token_context == FirstTokenContext::kStandalone),
@@ -220,63 +222,91 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
     }
     if (!exact) continue;
 
-    // Exact mode: the rest of every title, teacher-forced, one pass per sequence over all its
-    // distinct titles, on a copy of the prefix cache repeated once per title.
+    // Exact mode: the rest of every title, teacher-forced from the prefix cache. The titles of all
+    // the micro-batch's sequences go through together, in groups of at most title_pass_positions cached positions (each
+    // title row holds a copy of its sequence's prefix keys/values).
+    struct TitleRow {
+      int64_t b;  // row of the micro-batch
+      size_t k;   // the position whose title is read (one per event)
+    };
+    std::vector<TitleRow> title_rows;
     for (int64_t b = 0; b < B; ++b) {
       const ScoringPlan& p = *rows[static_cast<size_t>(b)];
-      auto& lp = event_lp[order[start + static_cast<size_t>(b)]];
-      std::vector<size_t> title_of_event(lp.size(), p.event.size());
-      for (size_t k = 0; k < p.event.size(); ++k)
-        if (p.event[k] >= 0 && title_of_event[static_cast<size_t>(p.event[k])] == p.event.size())
-          title_of_event[static_cast<size_t>(p.event[k])] = k;
-      std::vector<size_t> rows_k;  // positions (one per event) with more than one scored token
+      std::vector<bool> seen(event_lp[order[start + static_cast<size_t>(b)]].size(), false);
+      for (size_t k = 0; k < p.event.size(); ++k) {
+        const int64_t e = p.event[k];
+        if (e < 0 || seen[static_cast<size_t>(e)]) continue;
+        seen[static_cast<size_t>(e)] = true;
+        if (p.scored_ids[k].size() > 1) title_rows.push_back({b, k});
+      }
+    }
+    const auto rest_of = [&](const TitleRow& r) -> const std::vector<int64_t>& {
+      return rows[static_cast<size_t>(r.b)]->scored_ids[r.k];
+    };
+    // Longest first: rows of a group then have similar lengths, so few title positions are padding
+    // (every row has its own copy of its prefix, so any grouping is valid).
+    std::stable_sort(title_rows.begin(), title_rows.end(), [&](const TitleRow& x, const TitleRow& y) {
+      return rest_of(x).size() > rest_of(y).size();
+    });
+    for (size_t first = 0; first < title_rows.size();) {
+      // Grow the group while its cache, rows x (T + longest rest), stays within the budget.
       int64_t L = 0;
-      for (size_t k : title_of_event) {
-        if (k < p.event.size() && p.scored_ids[k].size() > 1) {
-          rows_k.push_back(k);
-          L = std::max<int64_t>(L, static_cast<int64_t>(p.scored_ids[k].size()) - 1);
-        }
+      size_t last = first;
+      while (last < title_rows.size()) {
+        const int64_t l = std::max<int64_t>(L, static_cast<int64_t>(rest_of(title_rows[last]).size()) - 1);
+        if (last > first && static_cast<int64_t>(last - first + 1) * (T + l) > options_.title_pass_positions) break;
+        L = l;
+        ++last;
       }
-      if (rows_k.empty()) continue;
-      const auto R = static_cast<int64_t>(rows_k.size());
-      const int64_t pad = T - mb.lengths[static_cast<size_t>(b)];
-      const int64_t P = T - pad;
-
-      KVCache titles_cache = model->make_cache(R, P + L);
-      for (int64_t l = 0; l < titles_cache.num_layers(); ++l) {
-        const torch::Tensor k = cache.keys(l), v = cache.values(l);
-        titles_cache.append(l, k.narrow(0, b, 1).narrow(2, pad, P).expand({R, -1, -1, -1}),
-                            v.narrow(0, b, 1).narrow(2, pad, P).expand({R, -1, -1, -1}));
-      }
-      // A title whose first token merged with the prefix continues from its shorter context: the
-      // prefix positions after it are masked (the model's position ids follow the mask).
-      auto past_mask = torch::ones({R, P}, torch::kInt64);
+      const auto R = static_cast<int64_t>(last - first);
+      auto row_of = torch::empty({R}, torch::kInt64);
+      // Each row sees its sequence's prefix up to its own context: left pads and, for a title whose
+      // first token merged with the prefix, the prefix positions after it are masked (the model's
+      // position ids follow the mask).
+      auto past_mask = torch::zeros({R, T}, torch::kInt64);
       auto input = torch::full({R, L}, pad_id, torch::kInt64);
       auto input_mask = torch::zeros({R, L}, torch::kInt64);
+      auto targets = torch::zeros({R, L}, torch::kInt64);  // token j + 1 is predicted at input j
       for (int64_t r = 0; r < R; ++r) {
-        const size_t k = rows_k[static_cast<size_t>(r)];
-        if (p.context_length[k] < P) past_mask[r].narrow(0, p.context_length[k], P - p.context_length[k]).zero_();
-        const auto& ids = p.scored_ids[k];
+        const TitleRow& row = title_rows[first + static_cast<size_t>(r)];
+        const ScoringPlan& p = *rows[static_cast<size_t>(row.b)];
+        row_of[r] = row.b;
+        const int64_t pad = T - mb.lengths[static_cast<size_t>(row.b)];
+        past_mask[r].narrow(0, pad, p.context_length[row.k]).fill_(1);
+        const auto& ids = rest_of(row);
         for (size_t j = 0; j + 1 < ids.size(); ++j) {
           input[r][static_cast<int64_t>(j)] = ids[j];
           input_mask[r][static_cast<int64_t>(j)] = 1;
+          targets[r][static_cast<int64_t>(j)] = ids[j + 1];
         }
       }
+      const auto row_index = row_of.to(device);
+      KVCache titles_cache = model->make_cache(R, T + L);
+      for (int64_t l = 0; l < titles_cache.num_layers(); ++l)
+        titles_cache.append(l, cache.keys(l).index_select(0, row_index), cache.values(l).index_select(0, row_index));
       titles_cache.append_mask(past_mask.to(device));
-      titles_cache.advance(P);
-      auto title_logp = model->forward(input.to(device), input_mask.to(device), &titles_cache)
-                            .to(torch::kFloat32)
-                            .log_softmax(-1);  // [R, L, V]
-      // Token j + 1 of row r is predicted at input position j; right pads gather a dummy token 0.
-      auto targets = torch::zeros({R, L}, torch::kInt64);
-      for (int64_t r = 0; r < R; ++r) {
-        const auto& ids = p.scored_ids[rows_k[static_cast<size_t>(r)]];
-        for (size_t j = 1; j < ids.size(); ++j) targets[r][static_cast<int64_t>(j) - 1] = ids[j];
-      }
-      auto token_lp = title_logp.gather(2, targets.to(device).unsqueeze(-1)).squeeze(-1);
-      auto sums = (token_lp.to(torch::kFloat64) * input_mask.to(device, torch::kFloat64)).sum(1).to(torch::kCPU);
+      titles_cache.advance(T);
+      const auto input_mask_d = input_mask.to(device);
+      auto hidden = model->forward_hidden(input.to(device), input_mask_d, &titles_cache);  // [R, L, H]
+      // The lm_head only at real title positions (not the right pads): log p(target) = logit[target]
+      // - logsumexp(logits), without materialising a log_softmax over the vocabulary.
+      const auto valid = input_mask.reshape({-1}).nonzero().squeeze(1);
+      hidden = hidden.reshape({R * L, -1}).index_select(0, valid.to(device)).unsqueeze(0);
+      auto logits = model->logits_from_hidden(hidden, torch::Tensor()).squeeze(0).to(torch::kFloat32);  // [N, V]
+      hidden = torch::Tensor();
+      const auto target = targets.reshape({-1}).index_select(0, valid).to(device);
+      auto token_lp = (logits.gather(1, target.unsqueeze(1)).squeeze(1) - logits.logsumexp(-1)).to(torch::kCPU, torch::kFloat64);
+      logits = torch::Tensor();
+      // Sum per row: valid positions are row-major, so row r's come before row r + 1's.
+      auto sums = torch::zeros({R}, torch::kFloat64);
+      sums.index_add_(0, valid.div(L, "floor"), token_lp);
       auto sa = sums.accessor<double, 1>();
-      for (int64_t r = 0; r < R; ++r) lp[static_cast<size_t>(p.event[rows_k[static_cast<size_t>(r)]])] += sa[r];
+      for (int64_t r = 0; r < R; ++r) {
+        const TitleRow& row = title_rows[first + static_cast<size_t>(r)];
+        const ScoringPlan& p = *rows[static_cast<size_t>(row.b)];
+        event_lp[order[start + static_cast<size_t>(row.b)]][static_cast<size_t>(p.event[row.k])] += sa[r];
+      }
+      first = last;
     }
   }
 
