@@ -223,8 +223,8 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
     if (!exact) continue;
 
     // Exact mode: the rest of every title, teacher-forced from the prefix cache. The titles of all
-    // the micro-batch's sequences go through together, in groups of at most title_pass_positions cached positions (each
-    // title row holds a copy of its sequence's prefix keys/values).
+    // the micro-batch's sequences go through together, in groups of at most title_pass_positions
+    // cached positions (each title row holds a copy of its sequence's prefix keys/values).
     struct TitleRow {
       int64_t b;  // row of the micro-batch
       size_t k;   // the position whose title is read (one per event)
@@ -267,17 +267,23 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       auto input = torch::full({R, L}, pad_id, torch::kInt64);
       auto input_mask = torch::zeros({R, L}, torch::kInt64);
       auto targets = torch::zeros({R, L}, torch::kInt64);  // token j + 1 is predicted at input j
+      auto row_of_a = row_of.accessor<int64_t, 1>();
+      auto past_a = past_mask.accessor<int64_t, 2>();
+      auto input_a = input.accessor<int64_t, 2>();
+      auto input_mask_a = input_mask.accessor<int64_t, 2>();
+      auto targets_a = targets.accessor<int64_t, 2>();
       for (int64_t r = 0; r < R; ++r) {
         const TitleRow& row = title_rows[first + static_cast<size_t>(r)];
         const ScoringPlan& p = *rows[static_cast<size_t>(row.b)];
-        row_of[r] = row.b;
+        row_of_a[r] = row.b;
         const int64_t pad = T - mb.lengths[static_cast<size_t>(row.b)];
-        past_mask[r].narrow(0, pad, p.context_length[row.k]).fill_(1);
+        for (int64_t t = pad; t < pad + p.context_length[row.k]; ++t) past_a[r][t] = 1;
         const auto& ids = rest_of(row);
         for (size_t j = 0; j + 1 < ids.size(); ++j) {
-          input[r][static_cast<int64_t>(j)] = ids[j];
-          input_mask[r][static_cast<int64_t>(j)] = 1;
-          targets[r][static_cast<int64_t>(j)] = ids[j + 1];
+          const auto jj = static_cast<int64_t>(j);
+          input_a[r][jj] = ids[j];
+          input_mask_a[r][jj] = 1;
+          targets_a[r][jj] = ids[j + 1];
         }
       }
       const auto row_index = row_of.to(device);
