@@ -106,20 +106,24 @@ def _splits(args, dataset):
     return llm4dsr.prepare(dataset, split=args.split, noise=args.noise, seed=args.seed, max_length=args.max_length)
 
 
+def _pretrain(dataset, splits, out: str, progress: bool, **options):
+    """llm4dsr.pretraining.pretrain_from_scratch with a progress bar (unless --json)."""
+    from llm4dsr.pretraining import pretrain_from_scratch
+
+    callback, close = _progress_callback("pretrain", progress)
+    try:
+        return pretrain_from_scratch(dataset, splits, out, callback=callback, **options)
+    finally:
+        close()
+
+
 def cmd_pretrain(args) -> int:
     dataset = _read(args)
     splits = _splits(args, dataset)
     t0 = time.perf_counter()
-    from llm4dsr.pretraining import pretrain_from_scratch
-
-    callback, close = _progress_callback("pretrain", not args.json)
-    try:
-        _, result, n = pretrain_from_scratch(dataset, splits, args.out, preset=args.preset, vocab_size=args.vocab_size,
-                                             block_size=args.block_size, epochs=args.epochs, learning_rate=args.lr,
-                                             batch_size=args.batch_size, seed=args.seed, resume=args.resume,
-                                             callback=callback)
-    finally:
-        close()
+    _, result, n = _pretrain(dataset, splits, args.out, not args.json, preset=args.preset, vocab_size=args.vocab_size,
+                             block_size=args.block_size, epochs=args.epochs, learning_rate=args.lr,
+                             batch_size=args.batch_size, seed=args.seed, resume=args.resume)
     summary = {"out": os.path.abspath(args.out), "preset": args.preset, "examples": n, "steps": result["steps"],
                "first_loss": result["step_losses"][0] if result["step_losses"] else None,
                "final_loss": result["step_losses"][-1] if result["step_losses"] else None,
@@ -141,14 +145,7 @@ def cmd_finetune(args) -> int:
         # "scratch" or "scratch:PRESET": pretrain a small model on this data first, then instruction-tune it
         preset = args.base.split(":", 1)[1] if ":" in args.base else "tiny"
         base_dir = os.path.join(args.out, "base")
-        from llm4dsr.pretraining import pretrain_from_scratch
-
-        callback, close = _progress_callback("pretrain", not args.json)
-        try:
-            base, _, _ = pretrain_from_scratch(dataset, splits, base_dir, preset=preset, seed=args.seed,
-                                               resume=args.resume, callback=callback)
-        finally:
-            close()
+        _pretrain(dataset, splits, base_dir, not args.json, preset=preset, seed=args.seed, resume=args.resume)
         base_name = os.path.abspath(base_dir)
         base = llm4dsr.load_pretrained(base_name, dtype=args.dtype)
     else:
