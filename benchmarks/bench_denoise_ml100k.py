@@ -66,25 +66,30 @@ def flag_metrics(flags, labels):
     return llm4dsr.detection_metrics(f, np.concatenate(labels))
 
 
-def model_flagger(name, pretrained, catalog, histories, valid_histories, labels, quantile, micro_batch_size, mode):
+def make_scorer(pretrained, micro_batch_size, mode):
     card = pretrained.card
-    scorer = llm4dsr.UncertaintyScorer(pretrained.model, pretrained.tokenizer, template=card.prompt_template,
-                                       chat_format=card.chat_format, micro_batch_size=micro_batch_size, mode=mode)
+    return llm4dsr.UncertaintyScorer(pretrained.model, pretrained.tokenizer, template=card.prompt_template,
+                                     chat_format=card.chat_format, micro_batch_size=micro_batch_size, mode=mode)
+
+
+def score_metrics(scores, labels, eta):
+    """P/R/F1 with at most one flag per sequence above `eta` and at top-1, and PR-AUC of P_noise."""
+    out = {}
+    for key, threshold in (("at_eta", eta), ("top1", -np.inf)):
+        flags = llm4dsr.flag_noise(scores, threshold, budget=1)
+        out[key] = flag_metrics([np.isin(np.arange(len(l)), f) for f, l in zip(flags, labels)], labels)
+    p = np.concatenate([np.exp(np.asarray(s.log_prob, np.float64)) for s in scores])
+    out["pr_auc"] = llm4dsr.average_precision(p, np.concatenate(labels))
+    return out
+
+
+def model_flagger(name, pretrained, catalog, histories, valid_histories, labels, quantile, micro_batch_size, mode):
+    scorer = make_scorer(pretrained, micro_batch_size, mode)
     t0 = time.perf_counter()
     scores = scorer.score(histories, catalog)
     score_seconds = time.perf_counter() - t0
-    valid_scores = scorer.score(valid_histories, catalog)
-    eta = llm4dsr.noise_threshold(valid_scores, quantile)
-    at_eta = llm4dsr.flag_noise(scores, eta, budget=1)
-    top1 = llm4dsr.flag_noise(scores, -np.inf, budget=1)
-    p = [np.exp(s.log_prob.astype(np.float64)) for s in scores]
-    return {
-        "eta": eta,
-        "at_eta": flag_metrics([np.isin(np.arange(len(l)), f) for f, l in zip(at_eta, labels)], labels),
-        "top1": flag_metrics([np.isin(np.arange(len(l)), f) for f, l in zip(top1, labels)], labels),
-        "pr_auc": llm4dsr.average_precision(np.concatenate(p), np.concatenate(labels)),
-        "score_seconds": score_seconds,
-    }
+    eta = llm4dsr.noise_threshold(scorer.score(valid_histories, catalog), quantile)
+    return {"eta": eta, **score_metrics(scores, labels, eta), "score_seconds": score_seconds}
 
 
 def compare_units(pretrained, catalog, train, num_users, quantile, micro_batch_size, mode, rng):
@@ -96,25 +101,16 @@ def compare_units(pretrained, catalog, train, num_users, quantile, micro_batch_s
     users = sorted({w.user_id for w in train})
     chosen = set(rng.choice(users, size=min(num_users, len(users)), replace=False).tolist())
     windows = llm4dsr.SequenceSet([w for w in train if w.user_id in chosen])
-    card = pretrained.card
-    scorer = llm4dsr.UncertaintyScorer(pretrained.model, pretrained.tokenizer, template=card.prompt_template,
-                                       chat_format=card.chat_format, micro_batch_size=micro_batch_size, mode=mode)
+    scorer = make_scorer(pretrained, micro_batch_size, mode)
     out = {}
     for name in ("window", "user"):
         unit = Unit(windows, name, "train", chunk_length=len(train[0].items) - 1)
         t0 = time.perf_counter()
         scores = scorer.score(unit.sequences, catalog)
         seconds = time.perf_counter() - t0
-        eta = llm4dsr.noise_threshold(scores, quantile)
-        row = {"sequences": len(unit.sequences), "positions": int(sum(len(x) for x in unit.sequences)),
-               "score_seconds": seconds}
-        for key, threshold in (("at_eta", eta), ("top1", -np.inf)):
-            flags = llm4dsr.flag_noise(scores, threshold, budget=1)
-            labels = [l == 1 for l in unit.labels]
-            row[key] = flag_metrics([np.isin(np.arange(len(l)), f) for f, l in zip(flags, labels)], labels)
-        p = np.concatenate([np.exp(np.asarray(x.log_prob, np.float64)) for x in scores])
-        row["pr_auc"] = llm4dsr.average_precision(p, np.concatenate(unit.labels) == 1)
-        out[name] = row
+        out[name] = {"sequences": len(unit.sequences), "positions": int(sum(len(x) for x in unit.sequences)),
+                     "score_seconds": seconds,
+                     **score_metrics(scores, [l == 1 for l in unit.labels], llm4dsr.noise_threshold(scores, quantile))}
     return out
 
 

@@ -38,7 +38,7 @@ void KVCache::reserve(const ModelConfig& config, int64_t batch_size, int64_t max
 
 std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const torch::Tensor& key,
                                                         const torch::Tensor& value) {
-  LLM4DSR_CHECK(layer >= 0 && layer < num_layers_, "KVCache: layer " << layer << " out of range [0, " << num_layers_ << ")");
+  check_layer(layer);
   const int64_t steps = key.size(2);
   LLM4DSR_CHECK(key.size(0) == batch_size_, "KVCache: batch of " << key.size(0) << " rows, cache holds " << batch_size_);
   LLM4DSR_CHECK(length_ + steps <= max_length_, "KVCache: " << length_ << " cached + " << steps
@@ -58,15 +58,19 @@ torch::Tensor KVCache::append_mask(const torch::Tensor& new_mask) {
   return mask_.narrow(1, 0, length_ + steps);
 }
 
+void KVCache::check_layer(int64_t layer) const {
+  LLM4DSR_CHECK(layer >= 0 && layer < num_layers_, "KVCache: layer " << layer << " out of range [0, " << num_layers_ << ")");
+}
+
 torch::Tensor KVCache::mask() const { return mask_.narrow(1, 0, length_); }
 
 torch::Tensor KVCache::keys(int64_t layer) const {
-  LLM4DSR_CHECK(layer >= 0 && layer < num_layers_, "KVCache: layer " << layer << " out of range [0, " << num_layers_ << ")");
+  check_layer(layer);
   return keys_[static_cast<size_t>(layer)].narrow(2, 0, length_);
 }
 
 torch::Tensor KVCache::values(int64_t layer) const {
-  LLM4DSR_CHECK(layer >= 0 && layer < num_layers_, "KVCache: layer " << layer << " out of range [0, " << num_layers_ << ")");
+  check_layer(layer);
   return values_[static_cast<size_t>(layer)].narrow(2, 0, length_);
 }
 

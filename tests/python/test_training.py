@@ -3,15 +3,15 @@ import numpy as np
 import pytest
 
 import llm4dsr
+from llm4dsr.pretraining import train_texts
 
 
 @pytest.fixture(scope="module")
 def task():
     ds = llm4dsr.make_synthetic(num_users=60, num_items=150, seed=4)
     splits = llm4dsr.prepare(ds, split="windows", noise=0.0, seed=1)
-    titles = ds.catalog.titles
     # from scratch: a tokenizer trained on the catalogue and the training windows as text
-    texts = titles + [", ".join(ds.catalog.title(int(i)) for i in w.items) for w in splits.train]
+    texts = train_texts(ds, splits)
     tok = llm4dsr.SentencePieceTokenizer.train(texts, vocab_size=400)
     builder = llm4dsr.InstructionBuilder(template="llm4dsr-paper", max_pairs=240, seed=3)
     pairs = builder.make_pairs(splits.train, ds.catalog)
@@ -105,7 +105,7 @@ def test_pretrain_from_scratch_learns_the_data_and_saves_a_loadable_folder(tmp_p
     """pretrain_from_scratch (the library function behind `llm4dsr pretrain`): the LM loss on the
     dataset's own text must fall, the saved folder must load back with the same logits, and its
     tokenizer must cover the titles without unknown pieces (it was trained on them)."""
-    from llm4dsr.pretraining import pretrain_from_scratch, train_texts
+    from llm4dsr.pretraining import pretrain_from_scratch
 
     ds = llm4dsr.make_synthetic(num_users=40, num_items=80, seed=3)
     splits = llm4dsr.prepare(ds, split="windows", noise=0.0, seed=1)

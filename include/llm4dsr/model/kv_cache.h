@@ -58,6 +58,8 @@ class KVCache {
   void assign_rows(const KVCache& source, const torch::Tensor& index);
 
  private:
+  void check_layer(int64_t layer) const;  // throws Error for a layer outside [0, num_layers)
+
   std::vector<torch::Tensor> keys_;
   std::vector<torch::Tensor> values_;
   torch::Tensor mask_;  // [B, max_length] int64
