@@ -76,11 +76,13 @@ first_token_context: 'in-context' (the token the model sees after the opening qu
 template / chat_format: names or PromptTemplate / ChatFormat objects; use those the model was
 fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest items.
 title_pass_positions: exact mode's memory bound, the cached positions (title rows x (prefix + title))
-one teacher-forced group of titles may hold.)doc")
+one teacher-forced group of titles may hold.
+share_prefix: run the prompt head every sequence shares (BOS, chat header, the template's opening
+words) once per chunk and continue each micro-batch from its keys/values; the scores are unchanged.)doc")
       .def(py::init([](const PyLlamaModel& model, std::shared_ptr<Tokenizer> tokenizer, const py::object& prompt_template,
                        const py::object& chat_format, const std::string& mode, const std::string& first_token_context,
                        int64_t micro_batch_size, int64_t max_prompt_tokens, bool include_closing_delimiter,
-                       int64_t chunk_size, int64_t title_pass_positions) {
+                       int64_t chunk_size, int64_t title_pass_positions, bool share_prefix) {
              LLM4DSR_CHECK(tokenizer, "UncertaintyScorer: tokenizer is None");
              ScorerOptions o;
              set_template_and_chat(o, prompt_template, chat_format);
@@ -91,6 +93,7 @@ one teacher-forced group of titles may hold.)doc")
              o.include_closing_delimiter = include_closing_delimiter;
              o.chunk_size = chunk_size;
              o.title_pass_positions = title_pass_positions;
+             o.share_prefix = share_prefix;
              PyUncertaintyScorer p;
              p.model = model;
              p.tokenizer = tokenizer;
@@ -104,7 +107,8 @@ one teacher-forced group of titles may hold.)doc")
            py::arg("max_prompt_tokens") = defaults.max_prompt_tokens,
            py::arg("include_closing_delimiter") = defaults.include_closing_delimiter,
            py::arg("chunk_size") = defaults.chunk_size,
-           py::arg("title_pass_positions") = defaults.title_pass_positions)
+           py::arg("title_pass_positions") = defaults.title_pass_positions,
+           py::arg("share_prefix") = defaults.share_prefix)
       .def(
           "score",
           [](const PyUncertaintyScorer& p, const py::object& sequences, const Catalog& catalog) {
@@ -114,6 +118,20 @@ one teacher-forced group of titles may hold.)doc")
           },
           py::arg("sequences"), py::arg("catalog"),
           "A list of NoiseScores, one per sequence (a SequenceSet, Sequence objects, or lists/arrays of item ids).")
+      .def(
+          "score_chunks",
+          [](const PyUncertaintyScorer& p, const py::object& sequences, const Catalog& catalog, const py::function& sink) {
+            const auto items = to_item_lists(sequences);
+            py::gil_scoped_release release;
+            p.scorer->score_chunks(items, catalog, [&](size_t first, std::vector<NoiseScores>&& scores) {
+              py::gil_scoped_acquire acquire;
+              sink(first, py::cast(std::move(scores)));
+            });
+          },
+          py::arg("sequences"), py::arg("catalog"), py::arg("sink"),
+          "Streams a big split: scores chunk_size sequences at a time and calls sink(first, scores) with the "
+          "index of the chunk's first sequence and its list of NoiseScores before the next chunk is tokenised, "
+          "so only one chunk's results are held at a time. An exception raised by sink stops the run.")
       .def(
           "plan",
           [](const PyUncertaintyScorer& p, const py::object& items, const Catalog& catalog) {

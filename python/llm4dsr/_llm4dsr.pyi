@@ -1146,8 +1146,10 @@ class UncertaintyScorer:
     fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest items.
     title_pass_positions: exact mode's memory bound, the cached positions (title rows x (prefix + title))
     one teacher-forced group of titles may hold.
+    share_prefix: run the prompt head every sequence shares (BOS, chat header, the template's opening
+    words) once per chunk and continue each micro-batch from its keys/values; the scores are unchanged.
     """
-    def __init__(self, model: LlamaModel, tokenizer: Tokenizer, template: typing.Any = 'llm4dsr-paper', chat_format: typing.Any = 'none', mode: str = 'first-token', first_token_context: str = 'in-context', micro_batch_size: typing.SupportsInt | typing.SupportsIndex = 16, max_prompt_tokens: typing.SupportsInt | typing.SupportsIndex = 512, include_closing_delimiter: bool = False, chunk_size: typing.SupportsInt | typing.SupportsIndex = 1024, title_pass_positions: typing.SupportsInt | typing.SupportsIndex = 8192) -> None:
+    def __init__(self, model: LlamaModel, tokenizer: Tokenizer, template: typing.Any = 'llm4dsr-paper', chat_format: typing.Any = 'none', mode: str = 'first-token', first_token_context: str = 'in-context', micro_batch_size: typing.SupportsInt | typing.SupportsIndex = 16, max_prompt_tokens: typing.SupportsInt | typing.SupportsIndex = 512, include_closing_delimiter: bool = False, chunk_size: typing.SupportsInt | typing.SupportsIndex = 1024, title_pass_positions: typing.SupportsInt | typing.SupportsIndex = 8192, share_prefix: bool = True) -> None:
         ...
     def __repr__(self) -> str:
         ...
@@ -1158,6 +1160,10 @@ class UncertaintyScorer:
     def score(self, sequences: typing.Any, catalog: Catalog) -> list[NoiseScores]:
         """
         A list of NoiseScores, one per sequence (a SequenceSet, Sequence objects, or lists/arrays of item ids).
+        """
+    def score_chunks(self, sequences: typing.Any, catalog: Catalog, sink: collections.abc.Callable) -> None:
+        """
+        Streams a big split: scores chunk_size sequences at a time and calls sink(first, scores) with the index of the chunk's first sequence and its list of NoiseScores before the next chunk is tokenised, so only one chunk's results are held at a time. An exception raised by sink stops the run.
         """
     @property
     def chat_format(self) -> ChatFormat:

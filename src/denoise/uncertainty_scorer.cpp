@@ -139,6 +139,18 @@ ScoringPlan UncertaintyScorer::plan(const std::vector<int64_t>& items, const Cat
   return plan;
 }
 
+int64_t UncertaintyScorer::shared_prefix_length(const std::vector<ScoringPlan>& plans) {
+  if (plans.empty()) return 0;
+  size_t shared = plans.front().prefix_ids.size();
+  for (const auto& p : plans) {
+    shared = std::min(shared, internal::common_prefix(plans.front().prefix_ids, p.prefix_ids));
+    // Logits are read at context_length - 1, which must stay in the per-sequence part.
+    for (size_t k = 0; k < p.event.size(); ++k)
+      if (p.event[k] >= 0) shared = std::min(shared, static_cast<size_t>(std::max<int64_t>(0, p.context_length[k] - 1)));
+  }
+  return static_cast<int64_t>(shared);
+}
+
 std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::vector<int64_t>>& items,
                                                         std::vector<ScoringPlan>& plans) const {
   torch::InferenceMode inference;
@@ -146,6 +158,18 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
   const torch::Device device = model->device();
   const int64_t pad_id = std::max<int64_t>(0, tokenizer_->pad_id());
   const bool exact = options_.mode == ScoringMode::kExact;
+  const auto long_options = torch::TensorOptions().dtype(torch::kInt64).device(device);
+
+  // The prompt head every plan shares, run once: its keys/values seed each micro-batch's cache, and
+  // the micro-batches run over the rest of their prompts only.
+  const int64_t S = options_.share_prefix ? shared_prefix_length(plans) : 0;
+  KVCache head;
+  if (S > 0) {
+    const auto& ids = plans.front().prefix_ids;
+    head = model->make_cache(1, S);
+    model->forward_hidden(torch::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + S), torch::kInt64).unsqueeze(0).to(device),
+                          torch::Tensor(), &head);
+  }
 
   // Per sequence, the log-probability of each distinct event (index = ScoringPlan::event).
   std::vector<std::vector<double>> event_lp(plans.size());
@@ -168,9 +192,10 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
     for (size_t r = start; r < end; ++r) rows.push_back(&plans[order[r]]);
     std::vector<std::vector<int64_t>> prefixes;
     prefixes.reserve(rows.size());
-    for (const auto* p : rows) prefixes.push_back(p->prefix_ids);
+    for (const auto* p : rows) prefixes.emplace_back(p->prefix_ids.begin() + S, p->prefix_ids.end());
     const PaddedBatch mb = left_pad(prefixes, pad_id, device);
-    const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1);
+    // T: the width of the per-sequence part; C: every cached position (shared head + that part).
+    const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1), C = S + T;
 
     // The positions whose logits are read: per row, the last position of each distinct context
     // (almost always only the prefix's last token).
@@ -186,7 +211,7 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       for (size_t k = 0; k < p.event.size(); ++k) {
         const int64_t e = p.event[k];
         if (e < 0 || reads[static_cast<size_t>(e)].first >= 0) continue;
-        const int64_t at = T - mb.lengths[static_cast<size_t>(b)] + p.context_length[k] - 1;
+        const int64_t at = T - mb.lengths[static_cast<size_t>(b)] + p.context_length[k] - 1 - S;
         auto it = std::find(pos.begin(), pos.end(), at);
         if (it == pos.end()) it = pos.insert(pos.end(), at);
         reads[static_cast<size_t>(e)] = {static_cast<int64_t>(it - pos.begin()), p.scored_ids[k].front()};
@@ -199,8 +224,14 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
         positions[b][static_cast<int64_t>(c)] = row_positions[static_cast<size_t>(b)][c];
 
     KVCache cache;
-    if (exact) cache = model->make_cache(B, T);
-    auto hidden = model->forward_hidden(mb.input_ids, mb.attention_mask, exact ? &cache : nullptr);
+    if (exact || S > 0) cache = model->make_cache(B, C);
+    if (S > 0) {
+      for (int64_t l = 0; l < cache.num_layers(); ++l)
+        cache.append(l, head.keys(l).expand({B, -1, -1, -1}), head.values(l).expand({B, -1, -1, -1}));
+      cache.append_mask(torch::ones({B, S}, long_options));
+      cache.advance(S);
+    }
+    auto hidden = model->forward_hidden(mb.input_ids, mb.attention_mask, cache.allocated() ? &cache : nullptr);
     auto logp = model->logits_from_hidden(hidden, positions.to(device)).to(torch::kFloat32).log_softmax(-1);  // [B,K,V]
     hidden = torch::Tensor();
 
@@ -249,12 +280,12 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       return rest_of(x).size() > rest_of(y).size();
     });
     for (size_t first = 0; first < title_rows.size();) {
-      // Grow the group while its cache, rows x (T + longest rest), stays within the budget.
+      // Grow the group while its cache, rows x (C + longest rest), stays within the budget.
       int64_t L = 0;
       size_t last = first;
       while (last < title_rows.size()) {
         const int64_t l = std::max<int64_t>(L, static_cast<int64_t>(rest_of(title_rows[last]).size()) - 1);
-        if (last > first && static_cast<int64_t>(last - first + 1) * (T + l) > options_.title_pass_positions) break;
+        if (last > first && static_cast<int64_t>(last - first + 1) * (C + l) > options_.title_pass_positions) break;
         L = l;
         ++last;
       }
@@ -263,7 +294,7 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       // Each row sees its sequence's prefix up to its own context: left pads and, for a title whose
       // first token merged with the prefix, the prefix positions after it are masked (the model's
       // position ids follow the mask).
-      auto past_mask = torch::zeros({R, T}, torch::kInt64);
+      auto past_mask = torch::zeros({R, C}, torch::kInt64);
       auto input = torch::full({R, L}, pad_id, torch::kInt64);
       auto input_mask = torch::zeros({R, L}, torch::kInt64);
       auto targets = torch::zeros({R, L}, torch::kInt64);  // token j + 1 is predicted at input j
@@ -277,7 +308,8 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
         const ScoringPlan& p = *rows[static_cast<size_t>(row.b)];
         row_of_a[r] = row.b;
         const int64_t pad = T - mb.lengths[static_cast<size_t>(row.b)];
-        for (int64_t t = pad; t < pad + p.context_length[row.k]; ++t) past_a[r][t] = 1;
+        for (int64_t t = 0; t < S; ++t) past_a[r][t] = 1;
+        for (int64_t t = S + pad; t < pad + p.context_length[row.k]; ++t) past_a[r][t] = 1;
         const auto& ids = rest_of(row);
         for (size_t j = 0; j + 1 < ids.size(); ++j) {
           const auto jj = static_cast<int64_t>(j);
@@ -287,11 +319,11 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
         }
       }
       const auto row_index = row_of.to(device);
-      KVCache titles_cache = model->make_cache(R, T + L);
+      KVCache titles_cache = model->make_cache(R, C + L);
       for (int64_t l = 0; l < titles_cache.num_layers(); ++l)
         titles_cache.append(l, cache.keys(l).index_select(0, row_index), cache.values(l).index_select(0, row_index));
       titles_cache.append_mask(past_mask.to(device));
-      titles_cache.advance(T);
+      titles_cache.advance(C);
       const auto input_mask_d = input_mask.to(device);
       auto hidden = model->forward_hidden(input.to(device), input_mask_d, &titles_cache);  // [R, L, H]
       // The lm_head only at real title positions (not the right pads): log p(target) = logit[target]

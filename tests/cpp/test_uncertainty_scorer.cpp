@@ -295,6 +295,44 @@ TEST_CASE("score_chunks streams chunk by chunk with the same results", "[scorer]
       CHECK(streamed[i].log_prob[k] == Approx(whole[i].log_prob[k]).margin(1e-4));
 }
 
+TEST_CASE("the shared prompt head runs once and leaves every score unchanged", "[scorer]") {
+  // Hand-made plans: the common prefix is {1, 2, 3}, but the second plan reads a title's logits at
+  // its position 2 (context 3), so only two tokens can be shared; dropped positions (event -1) do not
+  // count.
+  llm4dsr::ScoringPlan a, b;
+  a.prefix_ids = {1, 2, 3, 4, 5};
+  a.context_length = {0, 5, 5};
+  a.event = {-1, 0, 1};
+  b.prefix_ids = {1, 2, 3, 9};
+  b.context_length = {4, 3};
+  b.event = {0, 1};
+  CHECK(UncertaintyScorer::shared_prefix_length({a, b}) == 2);
+  CHECK(UncertaintyScorer::shared_prefix_length({a}) == 4);
+  CHECK(UncertaintyScorer::shared_prefix_length({}) == 0);
+
+  Fixture f;
+  for (auto mode : {ScoringMode::kFirstToken, ScoringMode::kExact}) {
+    ScorerOptions shared, unshared;
+    shared.mode = unshared.mode = mode;
+    shared.micro_batch_size = unshared.micro_batch_size = 3;
+    unshared.share_prefix = false;
+    const UncertaintyScorer scorer(f.model, f.tok, shared);
+    std::vector<llm4dsr::ScoringPlan> plans;
+    for (const auto& s : kSequences) plans.push_back(scorer.plan(s, f.catalog));
+    // BOS and the template's opening words: the fixture's prompts do share a head.
+    CHECK(UncertaintyScorer::shared_prefix_length(plans) >= 5);
+    const auto x = scorer.score(kSequences, f.catalog);
+    const auto y = UncertaintyScorer(f.model, f.tok, unshared).score(kSequences, f.catalog);
+    for (size_t i = 0; i < x.size(); ++i) {
+      for (size_t k = 0; k < x[i].log_prob.size(); ++k) {
+        INFO("mode " << llm4dsr::to_string(mode) << " sequence " << i << " position " << k);
+        CHECK(x[i].log_prob[k] == Approx(y[i].log_prob[k]).margin(1e-4));
+      }
+      CHECK(x[i].rank == y[i].rank);
+    }
+  }
+}
+
 // ---- thresholds -------------------------------------------------------------------------------
 
 namespace {

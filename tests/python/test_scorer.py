@@ -60,6 +60,26 @@ def test_scores_equal_per_item_brute_force(setup, mode):
         np.testing.assert_array_equal(a.rank, b.rank)
 
 
+@pytest.mark.parametrize("mode", ["first-token", "exact"])
+def test_score_chunks_streams_and_shared_prefix_changes_nothing(setup, mode):
+    template, tok, catalog, model = setup
+    whole = llm4dsr.UncertaintyScorer(model, tok, mode=mode, share_prefix=False).score(SEQUENCES, catalog)
+    scorer = llm4dsr.UncertaintyScorer(model, tok, mode=mode, chunk_size=3)
+    calls = []
+    scorer.score_chunks(SEQUENCES, catalog, lambda first, scores: calls.append((first, scores)))
+    assert [(first, len(scores)) for first, scores in calls] == [(0, 3), (3, 1)]
+    streamed = [s for _, scores in calls for s in scores]
+    for a, b in zip(streamed, whole):
+        np.testing.assert_allclose(a.log_prob, b.log_prob, atol=1e-4)
+        np.testing.assert_array_equal(a.items, b.items)
+
+    def failing_sink(first, scores):
+        raise ValueError(f"sink refused chunk {first}")
+
+    with pytest.raises(ValueError, match="sink refused chunk 0"):
+        scorer.score_chunks(SEQUENCES, catalog, failing_sink)
+
+
 def test_standalone_reads_the_titles_own_first_piece(setup):
     template, tok, catalog, model = setup
     seq = SEQUENCES[2]

@@ -21,6 +21,12 @@
 //    (batched across sequences) plus, per sequence, one teacher-forced pass over all its distinct
 //    titles at once on a copy of the prefix's KV cache repeated for every title.
 //
+// Shared prompt head (share_prefix): every prompt starts with the same tokens (BOS, the chat
+// header, the template's opening words up to the first title). Their keys and values are computed
+// once per chunk and every micro-batch continues from them, so the forward runs over the rest of
+// each prompt only (about 15% of a ten-item prompt with the paper's template and ChatML). The
+// positions and masks are those of the full prompt, so the scores are unchanged up to float rounding.
+//
 // first_token_context:
 //  - "in-context" (default): the first token as tokenised after the prefix (what the model sees).
 //  - "standalone": the first token of encode(title) alone, what the authors' released code read
@@ -86,6 +92,8 @@ struct ScorerOptions {
   // (rows x (prefix + title)). 8192 positions of SmolLM2-135M: about 190 MB in bf16, 380 MB in fp32.
   int64_t title_pass_positions = 8192;
   bool add_bos = true;  // BOS first when the tokenizer has one and the chat format wants it
+  // Run the prompt head shared by a chunk's sequences once and reuse its keys/values (see above).
+  bool share_prefix = true;
 };
 
 struct NoiseScores {
@@ -131,6 +139,11 @@ class UncertaintyScorer {
 
   // The token plan of one sequence (what score() feeds the model).
   ScoringPlan plan(const std::vector<int64_t>& items, const Catalog& catalog) const;
+
+  // How many leading prompt tokens the plans share and share_prefix runs once: the longest common
+  // prefix of their prefix_ids, short of every position's read (each title's context keeps at least
+  // one token after it, whose logits are computed per sequence). 0 for no plans.
+  static int64_t shared_prefix_length(const std::vector<ScoringPlan>& plans);
 
  private:
   std::vector<NoiseScores> score_plans(const std::vector<std::vector<int64_t>>& items,
