@@ -75,14 +75,12 @@ first_token_context: 'in-context' (the token the model sees after the opening qu
 (each title tokenised alone, as the authors' released code did: the wrong token for most titles).
 template / chat_format: names or PromptTemplate / ChatFormat objects; use those the model was
 fine-tuned with. Prompts over max_prompt_tokens (BOS + prompt) lose their oldest items.
-title_pass_positions: exact mode's memory bound, the cached positions (title rows x (prefix + title))
-one teacher-forced group of titles may hold.
 share_prefix: run the prompt head every sequence shares (BOS, chat header, the template's opening
 words) once per chunk and continue each micro-batch from its keys/values; the scores are unchanged.)doc")
       .def(py::init([](const PyLlamaModel& model, std::shared_ptr<Tokenizer> tokenizer, const py::object& prompt_template,
                        const py::object& chat_format, const std::string& mode, const std::string& first_token_context,
                        int64_t micro_batch_size, int64_t max_prompt_tokens, bool include_closing_delimiter,
-                       int64_t chunk_size, int64_t title_pass_positions, bool share_prefix) {
+                       int64_t chunk_size, bool share_prefix) {
              LLM4DSR_CHECK(tokenizer, "UncertaintyScorer: tokenizer is None");
              ScorerOptions o;
              set_template_and_chat(o, prompt_template, chat_format);
@@ -92,7 +90,6 @@ words) once per chunk and continue each micro-batch from its keys/values; the sc
              o.max_prompt_tokens = max_prompt_tokens;
              o.include_closing_delimiter = include_closing_delimiter;
              o.chunk_size = chunk_size;
-             o.title_pass_positions = title_pass_positions;
              o.share_prefix = share_prefix;
              PyUncertaintyScorer p;
              p.model = model;
@@ -107,7 +104,6 @@ words) once per chunk and continue each micro-batch from its keys/values; the sc
            py::arg("max_prompt_tokens") = defaults.max_prompt_tokens,
            py::arg("include_closing_delimiter") = defaults.include_closing_delimiter,
            py::arg("chunk_size") = defaults.chunk_size,
-           py::arg("title_pass_positions") = defaults.title_pass_positions,
            py::arg("share_prefix") = defaults.share_prefix)
       .def(
           "score",

@@ -19,6 +19,9 @@ namespace llm4dsr {
 namespace {
 
 constexpr int64_t kGrainSize = 4;
+// Exact mode computes the lm_head over at most this many title positions at a time (logits of
+// SmolLM2's 49k vocabulary: 50 MB in fp32).
+constexpr int64_t kLogitRows = 256;
 
 }  // namespace
 
@@ -48,8 +51,6 @@ UncertaintyScorer::UncertaintyScorer(LlamaModel model, std::shared_ptr<const Tok
   LLM4DSR_CHECK(options_.micro_batch_size > 0, "UncertaintyScorer: micro_batch_size must be > 0, got "
                                                    << options_.micro_batch_size);
   LLM4DSR_CHECK(options_.chunk_size > 0, "UncertaintyScorer: chunk_size must be > 0, got " << options_.chunk_size);
-  LLM4DSR_CHECK(options_.title_pass_positions > 0, "UncertaintyScorer: title_pass_positions must be > 0, got "
-                                                       << options_.title_pass_positions);
   LLM4DSR_CHECK(options_.max_prompt_tokens >= 0, "UncertaintyScorer: max_prompt_tokens must be >= 0 (0 = no limit), got "
                                                      << options_.max_prompt_tokens);
   LLM4DSR_CHECK(!(options_.mode == ScoringMode::kExact && options_.first_token_context == FirstTokenContext::kStandalone),
@@ -223,8 +224,29 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       for (size_t c = 0; c < row_positions[static_cast<size_t>(b)].size(); ++c)
         positions[b][static_cast<int64_t>(c)] = row_positions[static_cast<size_t>(b)][c];
 
+    // Exact mode: per row, the positions of its distinct titles with more than one token (their first
+    // token is read above) and the width L of the packed title pass (the longest row's title tokens).
+    std::vector<std::vector<size_t>> row_titles(static_cast<size_t>(B));
+    int64_t L = 0;
+    if (exact) {
+      for (int64_t b = 0; b < B; ++b) {
+        const ScoringPlan& p = *rows[static_cast<size_t>(b)];
+        std::vector<bool> seen(event_lp[order[start + static_cast<size_t>(b)]].size(), false);
+        int64_t width = 0;
+        for (size_t k = 0; k < p.event.size(); ++k) {
+          const int64_t e = p.event[k];
+          if (e < 0 || seen[static_cast<size_t>(e)]) continue;
+          seen[static_cast<size_t>(e)] = true;
+          if (p.scored_ids[k].size() < 2) continue;
+          row_titles[static_cast<size_t>(b)].push_back(k);
+          width += static_cast<int64_t>(p.scored_ids[k].size()) - 1;
+        }
+        L = std::max(L, width);
+      }
+    }
+
     KVCache cache;
-    if (exact || S > 0) cache = model->make_cache(B, C);
+    if (exact || S > 0) cache = model->make_cache(B, C + L);
     if (S > 0) {
       for (int64_t l = 0; l < cache.num_layers(); ++l)
         cache.append(l, head.keys(l).expand({B, -1, -1, -1}), head.values(l).expand({B, -1, -1, -1}));
@@ -251,101 +273,77 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       for (size_t e = 0; e < reads.size(); ++e)
         if (reads[e].first >= 0) lp[e] = ra[f++];
     }
-    if (!exact) continue;
+    if (!exact || L == 0) continue;
 
-    // Exact mode: the rest of every title, teacher-forced from the prefix cache. The titles of all
-    // the micro-batch's sequences go through together, in groups of at most title_pass_positions
-    // cached positions (each title row holds a copy of its sequence's prefix keys/values).
-    struct TitleRow {
-      int64_t b;  // row of the micro-batch
-      size_t k;   // the position whose title is read (one per event)
+    // Exact mode: the rest of every title, teacher-forced in one packed pass over the prefix cache.
+    // Row b holds its sequence's distinct titles one after another; each title's tokens see the
+    // prefix up to the title's own context and the title's earlier tokens, at the positions that
+    // follow that context, so the row computes what one forward per title would, without copying
+    // the prefix's keys/values for every title.
+    auto input = torch::full({B, L}, pad_id, torch::kInt64);
+    auto title_positions = torch::zeros({B, L}, torch::kInt64);
+    auto token_mask = torch::zeros({B, L}, torch::kInt64);
+    auto targets = torch::zeros({B, L}, torch::kInt64);  // the token predicted at each input
+    auto slot = torch::zeros({B, L}, torch::kInt64);     // index into `titles` of each input
+    auto allowed = torch::zeros({B, 1, L, C + L}, torch::kBool);
+    auto input_a = input.accessor<int64_t, 2>();
+    auto title_positions_a = title_positions.accessor<int64_t, 2>();
+    auto token_mask_a = token_mask.accessor<int64_t, 2>();
+    auto targets_a = targets.accessor<int64_t, 2>();
+    auto slot_a = slot.accessor<int64_t, 2>();
+    bool* allowed_p = allowed.data_ptr<bool>();
+    struct PackedTitle {
+      size_t sequence;  // index into plans
+      int64_t event;
     };
-    std::vector<TitleRow> title_rows;
+    std::vector<PackedTitle> titles;
     for (int64_t b = 0; b < B; ++b) {
       const ScoringPlan& p = *rows[static_cast<size_t>(b)];
-      std::vector<bool> seen(event_lp[order[start + static_cast<size_t>(b)]].size(), false);
-      for (size_t k = 0; k < p.event.size(); ++k) {
-        const int64_t e = p.event[k];
-        if (e < 0 || seen[static_cast<size_t>(e)]) continue;
-        seen[static_cast<size_t>(e)] = true;
-        if (p.scored_ids[k].size() > 1) title_rows.push_back({b, k});
-      }
-    }
-    const auto rest_of = [&](const TitleRow& r) -> const std::vector<int64_t>& {
-      return rows[static_cast<size_t>(r.b)]->scored_ids[r.k];
-    };
-    // Longest first: rows of a group then have similar lengths, so few title positions are padding
-    // (every row has its own copy of its prefix, so any grouping is valid).
-    std::stable_sort(title_rows.begin(), title_rows.end(), [&](const TitleRow& x, const TitleRow& y) {
-      return rest_of(x).size() > rest_of(y).size();
-    });
-    for (size_t first = 0; first < title_rows.size();) {
-      // Grow the group while its cache, rows x (C + longest rest), stays within the budget.
-      int64_t L = 0;
-      size_t last = first;
-      while (last < title_rows.size()) {
-        const int64_t l = std::max<int64_t>(L, static_cast<int64_t>(rest_of(title_rows[last]).size()) - 1);
-        if (last > first && static_cast<int64_t>(last - first + 1) * (C + l) > options_.title_pass_positions) break;
-        L = l;
-        ++last;
-      }
-      const auto R = static_cast<int64_t>(last - first);
-      auto row_of = torch::empty({R}, torch::kInt64);
-      // Each row sees its sequence's prefix up to its own context: left pads and, for a title whose
-      // first token merged with the prefix, the prefix positions after it are masked (the model's
-      // position ids follow the mask).
-      auto past_mask = torch::zeros({R, C}, torch::kInt64);
-      auto input = torch::full({R, L}, pad_id, torch::kInt64);
-      auto input_mask = torch::zeros({R, L}, torch::kInt64);
-      auto targets = torch::zeros({R, L}, torch::kInt64);  // token j + 1 is predicted at input j
-      auto row_of_a = row_of.accessor<int64_t, 1>();
-      auto past_a = past_mask.accessor<int64_t, 2>();
-      auto input_a = input.accessor<int64_t, 2>();
-      auto input_mask_a = input_mask.accessor<int64_t, 2>();
-      auto targets_a = targets.accessor<int64_t, 2>();
-      for (int64_t r = 0; r < R; ++r) {
-        const TitleRow& row = title_rows[first + static_cast<size_t>(r)];
-        const ScoringPlan& p = *rows[static_cast<size_t>(row.b)];
-        row_of_a[r] = row.b;
-        const int64_t pad = T - mb.lengths[static_cast<size_t>(row.b)];
-        for (int64_t t = 0; t < S; ++t) past_a[r][t] = 1;
-        for (int64_t t = S + pad; t < pad + p.context_length[row.k]; ++t) past_a[r][t] = 1;
-        const auto& ids = rest_of(row);
+      const int64_t pad = T - mb.lengths[static_cast<size_t>(b)];
+      int64_t at = 0;
+      for (size_t k : row_titles[static_cast<size_t>(b)]) {
+        const auto& ids = p.scored_ids[k];
+        const int64_t context = p.context_length[k];
+        const auto t = static_cast<int64_t>(titles.size());
+        titles.push_back({order[start + static_cast<size_t>(b)], p.event[k]});
         for (size_t j = 0; j + 1 < ids.size(); ++j) {
-          const auto jj = static_cast<int64_t>(j);
-          input_a[r][jj] = ids[j];
-          input_mask_a[r][jj] = 1;
-          targets_a[r][jj] = ids[j + 1];
+          const int64_t col = at + static_cast<int64_t>(j);
+          input_a[b][col] = ids[j];
+          targets_a[b][col] = ids[j + 1];
+          token_mask_a[b][col] = 1;
+          title_positions_a[b][col] = context + static_cast<int64_t>(j);
+          slot_a[b][col] = t;
+          // Keys: the shared head, this row's prefix tokens S .. context - 1 (cache columns
+          // S + pad ..), and the title's own inputs up to this one.
+          bool* keys = allowed_p + (b * L + col) * (C + L);
+          std::fill(keys, keys + S, true);
+          std::fill(keys + S + pad, keys + pad + context, true);
+          std::fill(keys + C + at, keys + C + col + 1, true);
         }
+        at += static_cast<int64_t>(ids.size()) - 1;
       }
-      const auto row_index = row_of.to(device);
-      KVCache titles_cache = model->make_cache(R, C + L);
-      for (int64_t l = 0; l < titles_cache.num_layers(); ++l)
-        titles_cache.append(l, cache.keys(l).index_select(0, row_index), cache.values(l).index_select(0, row_index));
-      titles_cache.append_mask(past_mask.to(device));
-      titles_cache.advance(C);
-      const auto input_mask_d = input_mask.to(device);
-      auto hidden = model->forward_hidden(input.to(device), input_mask_d, &titles_cache);  // [R, L, H]
-      // The lm_head only at real title positions (not the right pads): log p(target) = logit[target]
-      // - logsumexp(logits), without materialising a log_softmax over the vocabulary.
-      const auto valid = input_mask.reshape({-1}).nonzero().squeeze(1);
-      hidden = hidden.reshape({R * L, -1}).index_select(0, valid.to(device)).unsqueeze(0);
-      auto logits = model->logits_from_hidden(hidden, torch::Tensor()).squeeze(0).to(torch::kFloat32);  // [N, V]
-      hidden = torch::Tensor();
-      const auto target = targets.reshape({-1}).index_select(0, valid).to(device);
-      auto token_lp = (logits.gather(1, target.unsqueeze(1)).squeeze(1) - logits.logsumexp(-1)).to(torch::kCPU, torch::kFloat64);
-      logits = torch::Tensor();
-      // Sum per row: valid positions are row-major, so row r's come before row r + 1's.
-      auto sums = torch::zeros({R}, torch::kFloat64);
-      sums.index_add_(0, valid.div(L, "floor"), token_lp);
-      auto sa = sums.accessor<double, 1>();
-      for (int64_t r = 0; r < R; ++r) {
-        const TitleRow& row = title_rows[first + static_cast<size_t>(r)];
-        const ScoringPlan& p = *rows[static_cast<size_t>(row.b)];
-        event_lp[order[start + static_cast<size_t>(row.b)]][static_cast<size_t>(p.event[row.k])] += sa[r];
-      }
-      first = last;
+      for (int64_t col = at; col < L; ++col) allowed_p[(b * L + col) * (C + L) + C + col] = true;  // pads: themselves
     }
+    hidden = model->forward_hidden_packed(input.to(device), title_positions.to(device), allowed.to(device), &cache,
+                                          token_mask.to(device));  // [B, L, H]
+    // The lm_head only at real title inputs, a bounded number of rows at a time: log p(target) =
+    // logit[target] - logsumexp(logits), without a log_softmax over the vocabulary.
+    const auto valid = token_mask.reshape({-1}).nonzero().squeeze(1);
+    hidden = hidden.reshape({B * L, -1}).index_select(0, valid.to(device));
+    const auto target = targets.reshape({-1}).index_select(0, valid).to(device);
+    const int64_t N = valid.size(0);
+    auto token_lp = torch::empty({N}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+    for (int64_t r = 0; r < N; r += kLogitRows) {
+      const int64_t n = std::min(kLogitRows, N - r);
+      auto logits = model->logits_from_hidden(hidden.narrow(0, r, n).unsqueeze(0), torch::Tensor()).squeeze(0).to(torch::kFloat32);
+      token_lp.narrow(0, r, n).copy_(logits.gather(1, target.narrow(0, r, n).unsqueeze(1)).squeeze(1) - logits.logsumexp(-1));
+    }
+    hidden = torch::Tensor();
+    auto sums = torch::zeros({static_cast<int64_t>(titles.size())}, torch::kFloat64);
+    sums.index_add_(0, slot.reshape({-1}).index_select(0, valid), token_lp.to(torch::kCPU, torch::kFloat64));
+    auto sa = sums.accessor<double, 1>();
+    for (size_t t = 0; t < titles.size(); ++t)
+      event_lp[titles[t].sequence][static_cast<size_t>(titles[t].event)] += sa[static_cast<int64_t>(t)];
   }
 
   std::vector<NoiseScores> out(plans.size());

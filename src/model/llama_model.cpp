@@ -407,17 +407,7 @@ torch::Tensor LlamaModelImpl::forward_hidden(const torch::Tensor& input_ids, con
   torch::Tensor position_ids = has_pads ? position_ids_from_mask(full_mask, T)
                                         : torch::arange(past, S, long_options).unsqueeze(0).expand({B, T});
 
-  torch::Tensor freq = inv_freq_;
-  if (config_.rope_scaling.rope_type == "dynamic") {
-    const int64_t seq_len = position_ids.max().item<int64_t>() + 1;
-    if (seq_len > config_.max_position_embeddings) freq = inv_freq(seq_len).to(device_);
-  }
-  auto freqs = position_ids.unsqueeze(-1).to(torch::kFloat32) * freq;
-  auto emb = torch::cat({freqs, freqs}, -1);
-
   AttentionContext ctx;
-  ctx.cos = emb.cos().to(dtype_);
-  ctx.sin = emb.sin().to(dtype_);
   ctx.cache = cache;
   if (!has_pads && past == 0) {
     ctx.is_causal = true;
@@ -431,10 +421,58 @@ torch::Tensor LlamaModelImpl::forward_hidden(const torch::Tensor& input_ids, con
     // produce NaN (its output is never used: no real token attends to a pad).
     ctx.mask = allowed.logical_or(allowed.any(-1, /*keepdim=*/true).logical_not());
   }
+  return run_layers(input_ids, position_ids, std::move(ctx));
+}
+
+torch::Tensor LlamaModelImpl::forward_hidden_packed(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
+                                                    const torch::Tensor& allowed, KVCache* cache,
+                                                    const torch::Tensor& token_mask) {
+  LLM4DSR_CHECK(input_ids.dim() == 2, "LlamaModel: input_ids must be [batch, seq], got shape " << input_ids.sizes());
+  LLM4DSR_CHECK(input_ids.scalar_type() == torch::kInt64, "LlamaModel: input_ids must be int64, got " << input_ids.scalar_type());
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  LLM4DSR_CHECK(T > 0 && B > 0, "LlamaModel: empty input_ids " << input_ids.sizes());
+  const int64_t past = cache ? cache->length() : 0;
+  const int64_t S = past + T;
+  LLM4DSR_CHECK(position_ids.dim() == 2 && position_ids.size(0) == B && position_ids.size(1) == T &&
+                    position_ids.scalar_type() == torch::kInt64,
+                "LlamaModel: position_ids must be int64 [" << B << ", " << T << "], got " << position_ids.scalar_type()
+                                                          << " " << position_ids.sizes());
+  LLM4DSR_CHECK(allowed.dim() == 4 && allowed.size(0) == B && allowed.size(1) == 1 && allowed.size(2) == T &&
+                    allowed.size(3) == S && allowed.scalar_type() == torch::kBool,
+                "LlamaModel: allowed must be bool [" << B << ", 1, " << T << ", " << S << "] (past " << past
+                                                     << " + new " << T << " keys), got " << allowed.scalar_type() << " "
+                                                     << allowed.sizes());
+  if (cache) {
+    LLM4DSR_CHECK(cache->allocated() && cache->batch_size() == B && cache->num_layers() == config_.num_hidden_layers,
+                  "LlamaModel: the KV cache was made for " << cache->batch_size() << " rows and " << cache->num_layers()
+                                                           << " layers; this batch has " << B << " rows and the model "
+                                                           << config_.num_hidden_layers << " layers");
+    const auto options = torch::TensorOptions().dtype(torch::kInt64).device(device_);
+    LLM4DSR_CHECK(!token_mask.defined() || (token_mask.dim() == 2 && token_mask.size(0) == B && token_mask.size(1) == T),
+                  "LlamaModel: token_mask must be [" << B << ", " << T << "], got " << token_mask.sizes());
+    cache->append_mask(token_mask.defined() ? token_mask.to(device_, torch::kInt64) : torch::ones({B, T}, options));
+  }
+  AttentionContext ctx;
+  ctx.cache = cache;
+  ctx.mask = allowed.to(device_);
+  return run_layers(input_ids, position_ids.to(device_), std::move(ctx));
+}
+
+torch::Tensor LlamaModelImpl::run_layers(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
+                                         AttentionContext ctx) {
+  torch::Tensor freq = inv_freq_;
+  if (config_.rope_scaling.rope_type == "dynamic") {
+    const int64_t seq_len = position_ids.max().item<int64_t>() + 1;
+    if (seq_len > config_.max_position_embeddings) freq = inv_freq(seq_len).to(device_);
+  }
+  auto freqs = position_ids.unsqueeze(-1).to(torch::kFloat32) * freq;
+  auto emb = torch::cat({freqs, freqs}, -1);
+  ctx.cos = emb.cos().to(dtype_);
+  ctx.sin = emb.sin().to(dtype_);
 
   auto h = embed_tokens(input_ids.to(device_));
   for (auto& layer : layer_list_) h = layer(h, ctx);
-  if (cache) cache->advance(T);
+  if (ctx.cache) ctx.cache->advance(input_ids.size(1));
   return norm(h);
 }
 

@@ -257,6 +257,53 @@ TEST_CASE("LlamaModel: seeded init, logits at positions, padding and KV cache", 
   }
 }
 
+TEST_CASE("packed forward: continuations packed after a cached prefix equal their own full forwards", "[model]") {
+  torch::NoGradGuard no_grad;
+  LlamaModel model(tiny_config(), torch::kCPU, torch::kFloat32, /*seed=*/5);
+  const int64_t V = model->config().vocab_size;
+  // Row 0: prefix of 6 tokens, continuations of 3 and 2 tokens, the second one read after only the
+  // first 4 prefix tokens. Row 1: 2 left pads, a prefix of 4, one continuation of 4 and 1 right pad.
+  auto ids = torch::randint(1, V, {2, 6}, torch::kInt64);
+  auto prefix_mask = torch::ones({2, 6}, torch::kInt64);
+  prefix_mask[1].narrow(0, 0, 2).zero_();
+  auto cont = torch::randint(1, V, {2, 5}, torch::kInt64);
+  cont[1][4] = 0;
+  struct Span {
+    int64_t row, start, length, context;  // columns [start, start + length) continue the first `context` prefix tokens
+  };
+  const std::vector<Span> spans = {{0, 0, 3, 6}, {0, 3, 2, 4}, {1, 0, 4, 4}};
+  const int64_t P = 6, L = 5;
+  auto positions = torch::zeros({2, L}, torch::kInt64);
+  auto allowed = torch::zeros({2, 1, L, P + L}, torch::kBool);
+  auto token_mask = torch::zeros({2, L}, torch::kInt64);
+  allowed[1][0][4][P + 4] = true;  // the pad query sees itself only
+  for (const auto& s : spans) {
+    const int64_t pad = s.row == 1 ? 2 : 0;
+    for (int64_t j = 0; j < s.length; ++j) {
+      positions[s.row][s.start + j] = s.context + j;
+      token_mask[s.row][s.start + j] = 1;
+      allowed[s.row][0][s.start + j].narrow(0, pad, s.context).fill_(true);
+      allowed[s.row][0][s.start + j].narrow(0, P + s.start, j + 1).fill_(true);
+    }
+  }
+  KVCache cache = model->make_cache(2, P + L);
+  model->forward_hidden(ids, prefix_mask, &cache);
+  auto packed = model->logits_from_hidden(model->forward_hidden_packed(cont, positions, allowed, &cache, token_mask));
+  CHECK(cache.length() == P + L);
+  CHECK(torch::equal(cache.mask().narrow(1, P, L), token_mask));
+  for (const auto& s : spans) {
+    INFO("row " << s.row << " span at " << s.start);
+    const int64_t pad = s.row == 1 ? 2 : 0;
+    auto whole = torch::cat({ids[s.row].narrow(0, pad, s.context), cont[s.row].narrow(0, s.start, s.length)}).unsqueeze(0);
+    auto expected = model(whole)[0].narrow(0, s.context, s.length);
+    CHECK(max_diff(packed[s.row].narrow(0, s.start, s.length), expected) < 1e-5);
+  }
+  CHECK_THROWS_WITH(model->forward_hidden_packed(cont, positions, allowed.narrow(3, 0, L), &cache),
+                    Catch::Contains("allowed must be bool [2, 1, 5, 16]"));
+  CHECK_THROWS_WITH(model->forward_hidden_packed(cont, positions.narrow(1, 0, 2), allowed),
+                    Catch::Contains("position_ids must be int64 [2, 5]"));
+}
+
 TEST_CASE("rope scaling: linear equals positions divided by the factor", "[model]") {
   torch::NoGradGuard no_grad;
   ModelConfig c = tiny_config();

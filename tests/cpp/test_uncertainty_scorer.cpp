@@ -95,17 +95,12 @@ TEST_CASE("batched scoring with padding equals scoring one sequence at a time", 
     batched.micro_batch_size = 4;
     single.micro_batch_size = 1;
     single.chunk_size = 1;
-    // Exact mode: one title row per teacher-forced group against all titles of 4 sequences at once.
-    ScorerOptions row_by_row = batched;
-    row_by_row.title_pass_positions = 1;
     const auto a = UncertaintyScorer(f.model, f.tok, batched).score(kSequences, f.catalog);
     const auto b = UncertaintyScorer(f.model, f.tok, single).score(kSequences, f.catalog);
-    const auto c = UncertaintyScorer(f.model, f.tok, row_by_row).score(kSequences, f.catalog);
     for (size_t i = 0; i < a.size(); ++i) {
       for (size_t k = 0; k < a[i].log_prob.size(); ++k) {
         CHECK(a[i].log_prob[k] == Approx(b[i].log_prob[k]).margin(1e-4));
         CHECK(a[i].prob[k] == Approx(b[i].prob[k]).margin(1e-5));
-        CHECK(c[i].log_prob[k] == Approx(a[i].log_prob[k]).margin(1e-4));
       }
       CHECK(a[i].rank == b[i].rank);
     }
@@ -269,9 +264,6 @@ TEST_CASE("malformed input and options throw Error naming the sequence and posit
   o = {};
   o.template_name = "nope";
   CHECK_THROWS_AS(UncertaintyScorer(f.model, f.tok, o), Error);
-  o = {};
-  o.title_pass_positions = 0;
-  CHECK_THROWS_WITH(UncertaintyScorer(f.model, f.tok, o), Catch::Contains("title_pass_positions"));
   CHECK_THROWS_AS(llm4dsr::parse_scoring_mode("first"), Error);
   CHECK(llm4dsr::parse_first_token_context("standalone") == llm4dsr::FirstTokenContext::kStandalone);
 }

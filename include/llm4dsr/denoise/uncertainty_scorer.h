@@ -18,8 +18,11 @@
 //    followed by the closing delimiter (include_closing_delimiter). Without it (the paper's Eq. 2) a
 //    title that is a prefix of another ("Halo" / "Halo 2") scores at least as high as the longer
 //    one; with it, the scores are the probabilities of distinct complete titles. One prefix pass
-//    (batched across sequences) plus, per sequence, one teacher-forced pass over all its distinct
-//    titles at once on a copy of the prefix's KV cache repeated for every title.
+//    (batched across sequences, keeping its KV cache) plus one teacher-forced pass over the rest of
+//    all the micro-batch's distinct titles, packed one after another in their sequence's row: each
+//    title's tokens attend to the cached prefix up to the title's context and to the title's own
+//    earlier tokens, at the positions that follow that context (LlamaModel::forward_hidden_packed),
+//    so the prefix's keys/values are read in place, never copied per title.
 //
 // Shared prompt head (share_prefix): every prompt starts with the same tokens (BOS, the chat
 // header, the template's opening words up to the first title). Their keys and values are computed
@@ -87,10 +90,6 @@ struct ScorerOptions {
   int64_t micro_batch_size = 16;           // sequences per prefix forward
   // Sequences tokenised, scored and returned per chunk by score_chunks (bounds host memory).
   int64_t chunk_size = 1024;
-  // Exact mode: the titles of a micro-batch's sequences are teacher-forced together, each title row
-  // on a copy of its prefix's keys/values; a group holds at most this many cached positions
-  // (rows x (prefix + title)). 8192 positions of SmolLM2-135M: about 190 MB in bf16, 380 MB in fp32.
-  int64_t title_pass_positions = 8192;
   bool add_bos = true;  // BOS first when the tokenizer has one and the chat format wants it
   // Run the prompt head shared by a chunk's sequences once and reuse its keys/values (see above).
   bool share_prefix = true;

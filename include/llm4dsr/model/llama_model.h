@@ -100,6 +100,18 @@ class LlamaModelImpl : public torch::nn::Module {
   //   ones; the cache's length advances by T.
   torch::Tensor forward_hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
                                KVCache* cache = nullptr);
+  // forward_hidden with the positions and the attention pattern given explicitly, for layouts a 2D
+  // mask cannot express: several continuations packed into one row after a cached prefix (exact
+  // scoring teacher-forces all of a sequence's titles in one row, each title seeing the prefix up to
+  // its own context and its own earlier tokens, at the positions that follow that context). HF takes
+  // the same as position_ids with a 4D attention mask.
+  // position_ids: int64 [B, T], the RoPE positions of the new tokens.
+  // allowed: bool [B, 1, T, past + T], true = the query may attend to the key; each query must allow
+  //   at least one key (a pad query may simply allow itself).
+  // token_mask: [B, T], 1 = token, 0 = pad, recorded in the cache for later steps (undefined = all 1).
+  torch::Tensor forward_hidden_packed(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
+                                      const torch::Tensor& allowed, KVCache* cache = nullptr,
+                                      const torch::Tensor& token_mask = {});
   // lm_head on hidden states [B, T, H]. positions (int64, optional): [K] for the same positions in every row
   // or [B, K] per row; negative values count from the end. Returns [B, T, V] or [B, K, V].
   torch::Tensor logits_from_hidden(const torch::Tensor& hidden, const torch::Tensor& positions = {});
@@ -145,6 +157,8 @@ class LlamaModelImpl : public torch::nn::Module {
 
  private:
   torch::Tensor inv_freq(int64_t seq_len) const;
+  // Embedding, layers (RoPE at position_ids, ctx's mask and cache), final norm; advances the cache.
+  torch::Tensor run_layers(const torch::Tensor& input_ids, const torch::Tensor& position_ids, AttentionContext ctx);
 
   ModelConfig config_;
   torch::Device device_;
