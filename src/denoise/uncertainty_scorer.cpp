@@ -253,9 +253,10 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       cache.append_mask(torch::ones({B, S}, long_options));
       cache.advance(S);
     }
-    auto hidden = model->forward_hidden(mb.input_ids, mb.attention_mask, cache.allocated() ? &cache : nullptr);
-    auto logp = model->logits_from_hidden(hidden, positions.to(device)).to(torch::kFloat32).log_softmax(-1);  // [B,K,V]
-    hidden = torch::Tensor();
+    // Only the read positions go through the last layer's MLP and the lm_head.
+    auto logp = model->forward(mb.input_ids, mb.attention_mask, cache.allocated() ? &cache : nullptr, positions.to(device))
+                    .to(torch::kFloat32)
+                    .log_softmax(-1);  // [B,K,V]
 
     // One gather on the device, one transfer: flat index (b * K + column) * V + token.
     const int64_t V = logp.size(2);
@@ -324,7 +325,7 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       }
       for (int64_t col = at; col < L; ++col) allowed_p[(b * L + col) * (C + L) + C + col] = true;  // pads: themselves
     }
-    hidden = model->forward_hidden_packed(input.to(device), title_positions.to(device), allowed.to(device), &cache,
+    auto hidden = model->forward_hidden_packed(input.to(device), title_positions.to(device), allowed.to(device), &cache,
                                           token_mask.to(device));  // [B, L, H]
     // The lm_head only at real title inputs, a bounded number of rows at a time: log p(target) =
     // logit[target] - logsumexp(logits), without a log_softmax over the vocabulary.

@@ -16,6 +16,12 @@ namespace llm4dsr {
 
 namespace {
 
+// Rows of x [B, T, F] at pos, int64 in [0, T): [K] (the same positions in every row) or [B, K].
+torch::Tensor select_positions(const torch::Tensor& x, const torch::Tensor& pos) {
+  if (pos.dim() == 1) return x.index_select(1, pos);
+  return x.gather(1, pos.unsqueeze(-1).expand({x.size(0), pos.size(1), x.size(2)}));
+}
+
 // x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1], for x [B, T, heads, D] (any strides
 // with a unit inner one) and cos/sin [B, T, 1, D] whose two halves are equal (HF's cat(freqs, freqs)).
 // One product and two half-width multiply-adds into a fresh contiguous [B, T, heads, D] tensor,
@@ -292,8 +298,13 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const ModelConfig& c, int64_t layer
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
 }
 
-torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx) {
-  torch::Tensor h = self_attn->o_proj->forward_add(self_attn->attend(input_layernorm(x), ctx), x);
+torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const AttentionContext& ctx,
+                                             const torch::Tensor& keep_positions) {
+  torch::Tensor attended = self_attn->attend(input_layernorm(x), ctx);
+  torch::Tensor h = keep_positions.defined()
+                        ? self_attn->o_proj->forward_add(select_positions(attended, keep_positions),
+                                                         select_positions(x, keep_positions))
+                        : self_attn->o_proj->forward_add(attended, x);
   // h is this layer's own tensor: without recorded gradients the MLP output is accumulated into it.
   return mlp->down_proj->forward_add(mlp->activation(post_attention_layernorm(h)), h,
                                      /*in_place=*/!at::GradMode::is_enabled());
@@ -374,6 +385,11 @@ KVCache LlamaModelImpl::make_cache(int64_t batch_size, int64_t max_length) const
 
 torch::Tensor LlamaModelImpl::forward_hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                              KVCache* cache) {
+  return forward_hidden_impl(input_ids, attention_mask, cache, torch::Tensor());
+}
+
+torch::Tensor LlamaModelImpl::forward_hidden_impl(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
+                                                  KVCache* cache, const torch::Tensor& keep_positions) {
   LLM4DSR_CHECK(input_ids.dim() == 2, "LlamaModel: input_ids must be [batch, seq], got shape " << input_ids.sizes());
   LLM4DSR_CHECK(input_ids.scalar_type() == torch::kInt64, "LlamaModel: input_ids must be int64, got " << input_ids.scalar_type());
   const int64_t B = input_ids.size(0), T = input_ids.size(1);
@@ -421,7 +437,7 @@ torch::Tensor LlamaModelImpl::forward_hidden(const torch::Tensor& input_ids, con
     // produce NaN (its output is never used: no real token attends to a pad).
     ctx.mask = allowed.logical_or(allowed.any(-1, /*keepdim=*/true).logical_not());
   }
-  return run_layers(input_ids, position_ids, std::move(ctx));
+  return run_layers(input_ids, position_ids, std::move(ctx), keep_positions);
 }
 
 torch::Tensor LlamaModelImpl::forward_hidden_packed(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
@@ -459,7 +475,7 @@ torch::Tensor LlamaModelImpl::forward_hidden_packed(const torch::Tensor& input_i
 }
 
 torch::Tensor LlamaModelImpl::run_layers(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
-                                         AttentionContext ctx) {
+                                         AttentionContext ctx, const torch::Tensor& keep_positions) {
   torch::Tensor freq = inv_freq_;
   if (config_.rope_scaling.rope_type == "dynamic") {
     const int64_t seq_len = position_ids.max().item<int64_t>() + 1;
@@ -471,32 +487,37 @@ torch::Tensor LlamaModelImpl::run_layers(const torch::Tensor& input_ids, const t
   ctx.sin = emb.sin().to(dtype_);
 
   auto h = embed_tokens(input_ids.to(device_));
-  for (auto& layer : layer_list_) h = layer(h, ctx);
+  const size_t last = layer_list_.size() - 1;
+  for (size_t i = 0; i < layer_list_.size(); ++i)
+    h = layer_list_[i]->forward(h, ctx, i == last ? keep_positions : torch::Tensor());
   if (ctx.cache) ctx.cache->advance(input_ids.size(1));
   return norm(h);
 }
 
-torch::Tensor LlamaModelImpl::logits_from_hidden(const torch::Tensor& hidden, const torch::Tensor& positions) {
-  if (!positions.defined()) return torch::linear(hidden, lm_head_weight);
-  const int64_t B = hidden.size(0), T = hidden.size(1);
-  auto pos = positions.to(hidden.device(), torch::kInt64);
+torch::Tensor LlamaModelImpl::checked_positions(const torch::Tensor& positions, int64_t B, int64_t T,
+                                                torch::Device device) {
+  auto pos = positions.to(device, torch::kInt64);
   pos = torch::where(pos < 0, pos + T, pos);
   LLM4DSR_CHECK(pos.numel() == 0 || (pos.min().item<int64_t>() >= 0 && pos.max().item<int64_t>() < T),
                 "LlamaModel: logits positions must lie in [-" << T << ", " << T << ")");
-  torch::Tensor selected;
-  if (pos.dim() == 1) {
-    selected = hidden.index_select(1, pos);
-  } else {
-    LLM4DSR_CHECK(pos.dim() == 2 && pos.size(0) == B, "LlamaModel: positions must be [K] or [" << B << ", K], got "
-                                                                                             << positions.sizes());
-    selected = hidden.gather(1, pos.unsqueeze(-1).expand({B, pos.size(1), hidden.size(2)}));
-  }
-  return torch::linear(selected, lm_head_weight);
+  LLM4DSR_CHECK(pos.dim() == 1 || (pos.dim() == 2 && pos.size(0) == B),
+                "LlamaModel: positions must be [K] or [" << B << ", K], got " << positions.sizes());
+  return pos;
+}
+
+torch::Tensor LlamaModelImpl::logits_from_hidden(const torch::Tensor& hidden, const torch::Tensor& positions) {
+  if (!positions.defined()) return torch::linear(hidden, lm_head_weight);
+  const auto pos = checked_positions(positions, hidden.size(0), hidden.size(1), hidden.device());
+  return torch::linear(select_positions(hidden, pos), lm_head_weight);
 }
 
 torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                       KVCache* cache, const torch::Tensor& positions) {
-  return logits_from_hidden(forward_hidden(input_ids, attention_mask, cache), positions);
+  if (!positions.defined() || at::GradMode::is_enabled())
+    return logits_from_hidden(forward_hidden(input_ids, attention_mask, cache), positions);
+  LLM4DSR_CHECK(input_ids.dim() == 2, "LlamaModel: input_ids must be [batch, seq], got shape " << input_ids.sizes());
+  const auto pos = checked_positions(positions, input_ids.size(0), input_ids.size(1), device_);
+  return torch::linear(forward_hidden_impl(input_ids, attention_mask, cache, pos), lm_head_weight);
 }
 
 void LlamaModelImpl::to_device_dtype(torch::Device device, torch::Dtype dtype) {

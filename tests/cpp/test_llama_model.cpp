@@ -230,6 +230,22 @@ TEST_CASE("LlamaModel: seeded init, logits at positions, padding and KV cache", 
     auto over = model->make_cache(2, 4);
     CHECK_THROWS_WITH(model(ids, torch::Tensor(), &over), Catch::Contains("exceed max_length"));
   }
+  SECTION("logits at a few positions: the cache still holds every position's keys and values") {
+    // Only the read positions pass the last layer's MLP; its keys/values must cover all of them.
+    auto mask = torch::ones({2, 8}, torch::kInt64);
+    mask[1].narrow(0, 0, 3).zero_();
+    KVCache read_few = model->make_cache(2, 9), read_all = model->make_cache(2, 9);
+    auto few = model(ids.narrow(1, 0, 8), mask, &read_few, torch::tensor({{7, 4}, {7, 3}}, torch::kInt64));
+    auto all = model(ids.narrow(1, 0, 8), mask, &read_all);
+    CHECK(max_diff(few[0][1], all[0][4]) < 1e-5);
+    CHECK(max_diff(few[1][1], all[1][3]) < 1e-5);
+    for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+      CHECK(max_diff(read_few.keys(l), read_all.keys(l)) < 1e-6);
+      CHECK(max_diff(read_few.values(l), read_all.values(l)) < 1e-6);
+    }
+    auto next = model(ids.narrow(1, 8, 1), torch::ones({2, 1}, torch::kInt64), &read_few);
+    CHECK(max_diff(next[0][0], logits[0][8]) < 1e-5);
+  }
   SECTION("a prefix read out of one cache seeds another, whose continuation equals the full forward") {
     KVCache prefix = model->make_cache(2, 5);
     model(ids.narrow(1, 0, 5), torch::Tensor(), &prefix);

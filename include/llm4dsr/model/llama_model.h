@@ -76,7 +76,10 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   LlamaDecoderLayerImpl(const ModelConfig& config, int64_t layer_index, torch::TensorOptions options);
   // h = x + attn(norm(x)); h + mlp(norm(h)). The residual sums are folded into the o_proj and
   // down_proj GEMMs (C += A B); x itself is never modified.
-  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx);
+  // keep_positions (int64, in [0, T): [K] for every row or [B, K] per row): only those positions go
+  // on after attention (o_proj, MLP), returning [B, K, H]; for the last layer of a forward whose
+  // logits are read at a few positions (its keys/values still cover every position).
+  torch::Tensor forward(const torch::Tensor& x, const AttentionContext& ctx, const torch::Tensor& keep_positions = {});
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -115,7 +118,8 @@ class LlamaModelImpl : public torch::nn::Module {
   // lm_head on hidden states [B, T, H]. positions (int64, optional): [K] for the same positions in every row
   // or [B, K] per row; negative values count from the end. Returns [B, T, V] or [B, K, V].
   torch::Tensor logits_from_hidden(const torch::Tensor& hidden, const torch::Tensor& positions = {});
-  // Logits [B, T, vocab] (or [B, K, vocab] at `positions`), in the model's dtype.
+  // Logits [B, T, vocab] (or [B, K, vocab] at `positions`), in the model's dtype. Without recorded
+  // gradients, only the positions read pass the last layer's o_proj and MLP, the norm and the lm_head.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
                         KVCache* cache = nullptr, const torch::Tensor& positions = {});
 
@@ -158,7 +162,13 @@ class LlamaModelImpl : public torch::nn::Module {
  private:
   torch::Tensor inv_freq(int64_t seq_len) const;
   // Embedding, layers (RoPE at position_ids, ctx's mask and cache), final norm; advances the cache.
-  torch::Tensor run_layers(const torch::Tensor& input_ids, const torch::Tensor& position_ids, AttentionContext ctx);
+  // keep_positions: as LlamaDecoderLayerImpl::forward's, applied at the last layer.
+  torch::Tensor run_layers(const torch::Tensor& input_ids, const torch::Tensor& position_ids, AttentionContext ctx,
+                           const torch::Tensor& keep_positions = {});
+  torch::Tensor forward_hidden_impl(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache,
+                                    const torch::Tensor& keep_positions);
+  // positions ([K] or [B, K], negative from the end) as int64 in [0, T) on `device`; Error otherwise.
+  static torch::Tensor checked_positions(const torch::Tensor& positions, int64_t B, int64_t T, torch::Device device);
 
   ModelConfig config_;
   torch::Device device_;
