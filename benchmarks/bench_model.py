@@ -5,7 +5,8 @@ into the HF model through its state dict; the logits are checked to agree before
 
   forward   tokens/s of a full forward without gradients, logits at every position as HF computes
             them (B x T x vocab, in the model's dtype); a second line computes the logits of the
-            last position only (ours: positions=[-1]; HF: logits_to_keep=1).
+            last position only (ours: positions=[-1], which also runs the last layer's o_proj and MLP
+            at that position only; HF: logits_to_keep=1; both are credited with the same FLOPs).
   train     tokens/s of LoRA training steps: r=8, alpha=16, dropout 0.05 on q_proj and v_proj, loss
             on every token, AdamW, gradient clipping at 1.0. Ours through llm4dsr.Trainer (one
             optimiser step per train() call, micro-batch = the whole batch); HF through

@@ -53,9 +53,10 @@ memory      peak memory of scoring N short synthetic sequences (--memory-items t
             (ModelConfig.preset("tiny"), SmolLM2's tokenizer when its GGUF is there, else a sentencepiece
             model trained on the titles), each N in a fresh process so that every peak is its own:
   streamed  the sequences are generated, scored and written (log_prob, float32, to a file) --memory-chunk at a
-            time; nothing is kept across chunks. The Python binding has no score_chunks (the C++
-            UncertaintyScorer::score_chunks streams the same way inside one call), so the chunks are scorer.score
-            calls made from Python.
+            time; nothing is kept across chunks (the chunks are scorer.score calls made from Python).
+  score_chunks  the whole split generated up front as one array (as a user's split would be), then one
+            scorer.score_chunks(split, catalog, sink) call whose sink writes each chunk of --memory-chunk
+            results: the split's own ids grow with N, the results do not accumulate.
   all       one scorer.score() call over all N, the results kept in a list, then written: what accumulating
             looks like, for contrast.
   Figures: VmRSS after setup (model, tokenizer, catalogue), VmHWM (peak resident set) after the first chunk
@@ -102,6 +103,9 @@ DEFAULT_MICRO_BATCH = 16  # UncertaintyScorer's default
 TARGET = 3.0
 
 
+MEMORY_VARIANTS = ["streamed", "score_chunks", "all"]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", nargs="+", default=["throughput", "memory"], choices=["throughput", "memory"])
@@ -118,7 +122,7 @@ def parse_args(argv=None):
     p.add_argument("--data", default="", help="a dataset path for llm4dsr.read_dataset (default: the synthetic one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-sizes", type=int, nargs="+", default=[10000, 100000])
-    p.add_argument("--memory-variants", nargs="+", default=["streamed", "all"], choices=["streamed", "all"])
+    p.add_argument("--memory-variants", nargs="+", default=list(MEMORY_VARIANTS), choices=MEMORY_VARIANTS)
     p.add_argument("--memory-items", type=int, default=5, help="titles per sequence in the memory part")
     p.add_argument("--memory-chunk", type=int, default=1024, help="sequences per streamed chunk")
     p.add_argument("--json", default="", help="also write every figure to this file")
@@ -453,6 +457,17 @@ def memory_worker(args) -> int:
                     del scores
                     if c == 0:
                         after_first = memory_mb()["VmHWM"]
+            elif args.memory_variant == "score_chunks":
+                split = np.concatenate([_chunk(args.seed, c, count, length, len(catalog))
+                                        for c, count in enumerate(sizes)])
+
+                def sink(first, scores):
+                    nonlocal after_first
+                    np.concatenate([s.log_prob for s in scores]).tofile(f)
+                    if first == 0:
+                        after_first = memory_mb()["VmHWM"]
+
+                scorer.score_chunks(split, catalog, sink)
             else:
                 every = np.concatenate([_chunk(args.seed, c, count, length, len(catalog))
                                         for c, count in enumerate(sizes)])
@@ -497,27 +512,22 @@ def print_memory(results, args) -> None:
     print()
     print(f"peak memory, tiny model ({results[0]['tokenizer']} tokenizer), {args.memory_items} titles per sequence, "
           f"streamed chunks of {args.memory_chunk}; one process per row")
-    head = (f"{'variant':<9} {'N':>7} {'seq/s':>7} {'RSS setup MB':>13} {'peak@chunk1':>12} {'peak end MB':>12} "
+    head = (f"{'variant':<12} {'N':>7} {'seq/s':>7} {'RSS setup MB':>13} {'peak@chunk1':>12} {'peak end MB':>12} "
             f"{'peak - setup':>13} {'peak - chunk1':>14}")
     print(head)
     for r in results:
         first = r["hwm_first_chunk_mb"]
-        print(f"{r['variant']:<9} {r['sequences']:>7} {r['sequences_per_second']:>7.0f} {r['rss_setup_mb']:>13.1f} "
+        print(f"{r['variant']:<12} {r['sequences']:>7} {r['sequences_per_second']:>7.0f} {r['rss_setup_mb']:>13.1f} "
               f"{(first if first is not None else float('nan')):>12.1f} {r['hwm_end_mb']:>12.1f} "
               f"{r['hwm_end_mb'] - r['rss_setup_mb']:>13.1f} "
               + (f"{r['hwm_end_mb'] - first:>14.1f}" if first is not None else f"{'-':>14}"))
-    streamed = [r for r in results if r["variant"] == "streamed"]
-    if len(streamed) >= 2:
-        lo, hi = min(streamed, key=lambda r: r["sequences"]), max(streamed, key=lambda r: r["sequences"])
-        growth = hi["hwm_end_mb"] - lo["hwm_end_mb"]
-        print(f"streamed: peak at N={hi['sequences']} is {growth:+.1f} MB from N={lo['sequences']} "
-              f"({growth * 1024 * 1024 / max(1, hi['sequences'] - lo['sequences']):.0f} bytes per extra sequence)")
-    acc = [r for r in results if r["variant"] == "all"]
-    if len(acc) >= 2:
-        lo, hi = min(acc, key=lambda r: r["sequences"]), max(acc, key=lambda r: r["sequences"])
-        growth = hi["hwm_end_mb"] - lo["hwm_end_mb"]
-        print(f"all at once: peak at N={hi['sequences']} is {growth:+.1f} MB from N={lo['sequences']} "
-              f"({growth * 1024 * 1024 / max(1, hi['sequences'] - lo['sequences']):.0f} bytes per extra sequence)")
+    for variant in MEMORY_VARIANTS:
+        rows = [r for r in results if r["variant"] == variant]
+        if len(rows) >= 2:
+            lo, hi = min(rows, key=lambda r: r["sequences"]), max(rows, key=lambda r: r["sequences"])
+            growth = hi["hwm_end_mb"] - lo["hwm_end_mb"]
+            print(f"{variant}: peak at N={hi['sequences']} is {growth:+.1f} MB from N={lo['sequences']} "
+                  f"({growth * 1024 * 1024 / max(1, hi['sequences'] - lo['sequences']):.0f} bytes per extra sequence)")
 
 
 # ---------------------------------------------------------------------------------------------------
