@@ -23,6 +23,94 @@ constexpr int64_t kGrainSize = 4;
 // SmolLM2's 49k vocabulary: 50 MB in fp32).
 constexpr int64_t kLogitRows = 256;
 
+// One micro-batch as the model sees it: `shared` cached positions of the prompt head all sequences
+// share, then each row's rest of its prompt, left-padded to `width` columns.
+struct MicroBatchLayout {
+  std::vector<const ScoringPlan*> rows;
+  std::vector<size_t> sequence;  // index of each row's plan in the chunk
+  std::vector<int64_t> lengths;  // each row's tokens after the shared head
+  int64_t shared = 0;
+  int64_t width = 0;
+};
+
+// Exact mode's title pass over one micro-batch whose prompts are in `cache`: the rest of every title
+// (after its first token), teacher-forced in one packed pass. Row b holds its sequence's distinct
+// titles one after another (row_titles[b]: their positions; L: the widest row's title inputs); each
+// title's tokens see the prompt up to the title's own context and the title's earlier tokens, at
+// the positions that follow that context, so the row computes what one forward per title would,
+// without copying the prompt's keys/values for every title. Adds each title's log-probability to
+// event_lp[sequence][event].
+void add_title_log_probs(LlamaModel& model, KVCache& cache, const MicroBatchLayout& mb,
+                         const std::vector<std::vector<size_t>>& row_titles, int64_t L, int64_t pad_id,
+                         std::vector<std::vector<double>>& event_lp) {
+  const torch::Device device = model->device();
+  const int64_t B = static_cast<int64_t>(mb.rows.size()), S = mb.shared, T = mb.width, C = S + T;
+  auto input = torch::full({B, L}, pad_id, torch::kInt64);
+  auto title_positions = torch::zeros({B, L}, torch::kInt64);
+  auto token_mask = torch::zeros({B, L}, torch::kInt64);
+  auto targets = torch::zeros({B, L}, torch::kInt64);  // the token predicted at each input
+  auto slot = torch::zeros({B, L}, torch::kInt64);     // index into `titles` of each input
+  auto allowed = torch::zeros({B, 1, L, C + L}, torch::kBool);
+  auto input_a = input.accessor<int64_t, 2>();
+  auto title_positions_a = title_positions.accessor<int64_t, 2>();
+  auto token_mask_a = token_mask.accessor<int64_t, 2>();
+  auto targets_a = targets.accessor<int64_t, 2>();
+  auto slot_a = slot.accessor<int64_t, 2>();
+  bool* allowed_p = allowed.data_ptr<bool>();
+  struct PackedTitle {
+    size_t sequence;  // index into plans
+    int64_t event;
+  };
+  std::vector<PackedTitle> titles;
+  for (int64_t b = 0; b < B; ++b) {
+    const ScoringPlan& p = *mb.rows[static_cast<size_t>(b)];
+    const int64_t pad = T - mb.lengths[static_cast<size_t>(b)];
+    int64_t at = 0;
+    for (size_t k : row_titles[static_cast<size_t>(b)]) {
+      const auto& ids = p.scored_ids[k];
+      const int64_t context = p.context_length[k];
+      const auto t = static_cast<int64_t>(titles.size());
+      titles.push_back({mb.sequence[static_cast<size_t>(b)], p.event[k]});
+      for (size_t j = 0; j + 1 < ids.size(); ++j) {
+        const int64_t col = at + static_cast<int64_t>(j);
+        input_a[b][col] = ids[j];
+        targets_a[b][col] = ids[j + 1];
+        token_mask_a[b][col] = 1;
+        title_positions_a[b][col] = context + static_cast<int64_t>(j);
+        slot_a[b][col] = t;
+        // Keys: the shared head, this row's prefix tokens S .. context - 1 (cache columns
+        // S + pad ..), and the title's own inputs up to this one.
+        bool* keys = allowed_p + (b * L + col) * (C + L);
+        std::fill(keys, keys + S, true);
+        std::fill(keys + S + pad, keys + pad + context, true);
+        std::fill(keys + C + at, keys + C + col + 1, true);
+      }
+      at += static_cast<int64_t>(ids.size()) - 1;
+    }
+    for (int64_t col = at; col < L; ++col) allowed_p[(b * L + col) * (C + L) + C + col] = true;  // pads: themselves
+  }
+  auto hidden = model->forward_hidden_packed(input.to(device), title_positions.to(device), allowed.to(device), &cache,
+                                             token_mask.to(device));  // [B, L, H]
+  // The lm_head only at real title inputs, a bounded number of rows at a time: log p(target) =
+  // logit[target] - logsumexp(logits), without a log_softmax over the vocabulary.
+  const auto valid = token_mask.reshape({-1}).nonzero().squeeze(1);
+  hidden = hidden.reshape({B * L, -1}).index_select(0, valid.to(device));
+  const auto target = targets.reshape({-1}).index_select(0, valid).to(device);
+  const int64_t N = valid.size(0);
+  auto token_lp = torch::empty({N}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  for (int64_t r = 0; r < N; r += kLogitRows) {
+    const int64_t n = std::min(kLogitRows, N - r);
+    auto logits = model->logits_from_hidden(hidden.narrow(0, r, n).unsqueeze(0), torch::Tensor()).squeeze(0).to(torch::kFloat32);
+    token_lp.narrow(0, r, n).copy_(logits.gather(1, target.narrow(0, r, n).unsqueeze(1)).squeeze(1) - logits.logsumexp(-1));
+  }
+  hidden = torch::Tensor();
+  auto sums = torch::zeros({static_cast<int64_t>(titles.size())}, torch::kFloat64);
+  sums.index_add_(0, slot.reshape({-1}).index_select(0, valid), token_lp.to(torch::kCPU, torch::kFloat64));
+  auto sa = sums.accessor<double, 1>();
+  for (size_t t = 0; t < titles.size(); ++t)
+    event_lp[titles[t].sequence][static_cast<size_t>(titles[t].event)] += sa[static_cast<int64_t>(t)];
+}
+
 }  // namespace
 
 std::string to_string(ScoringMode mode) { return mode == ScoringMode::kExact ? "exact" : "first-token"; }
@@ -189,14 +277,21 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
   const auto mbs = static_cast<size_t>(options_.micro_batch_size);
   for (size_t start = 0; start < order.size(); start += mbs) {
     const size_t end = std::min(order.size(), start + mbs);
-    std::vector<const ScoringPlan*> rows;
-    for (size_t r = start; r < end; ++r) rows.push_back(&plans[order[r]]);
+    MicroBatchLayout layout;
     std::vector<std::vector<int64_t>> prefixes;
-    prefixes.reserve(rows.size());
-    for (const auto* p : rows) prefixes.emplace_back(p->prefix_ids.begin() + S, p->prefix_ids.end());
+    for (size_t r = start; r < end; ++r) {
+      const ScoringPlan& p = plans[order[r]];
+      layout.sequence.push_back(order[r]);
+      layout.rows.push_back(&p);
+      prefixes.emplace_back(p.prefix_ids.begin() + S, p.prefix_ids.end());
+    }
     const PaddedBatch mb = left_pad(prefixes, pad_id, device);
     // T: the width of the per-sequence part; C: every cached position (shared head + that part).
     const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1), C = S + T;
+    layout.lengths = mb.lengths;
+    layout.shared = S;
+    layout.width = T;
+    const auto& rows = layout.rows;
 
     // The positions whose logits are read: per row, the last position of each distinct context
     // (almost always only the prefix's last token).
@@ -207,7 +302,7 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
     for (int64_t b = 0; b < B; ++b) {
       const ScoringPlan& p = *rows[static_cast<size_t>(b)];
       auto& reads = row_reads[static_cast<size_t>(b)];
-      reads.assign(event_lp[order[start + static_cast<size_t>(b)]].size(), {-1, -1});
+      reads.assign(event_lp[layout.sequence[static_cast<size_t>(b)]].size(), {-1, -1});
       auto& pos = row_positions[static_cast<size_t>(b)];
       for (size_t k = 0; k < p.event.size(); ++k) {
         const int64_t e = p.event[k];
@@ -231,7 +326,7 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
     if (exact) {
       for (int64_t b = 0; b < B; ++b) {
         const ScoringPlan& p = *rows[static_cast<size_t>(b)];
-        std::vector<bool> seen(event_lp[order[start + static_cast<size_t>(b)]].size(), false);
+        std::vector<bool> seen(event_lp[layout.sequence[static_cast<size_t>(b)]].size(), false);
         int64_t width = 0;
         for (size_t k = 0; k < p.event.size(); ++k) {
           const int64_t e = p.event[k];
@@ -269,82 +364,12 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
     auto ra = read.accessor<double, 1>();
     int64_t f = 0;
     for (int64_t b = 0; b < B; ++b) {
-      auto& lp = event_lp[order[start + static_cast<size_t>(b)]];
+      auto& lp = event_lp[layout.sequence[static_cast<size_t>(b)]];
       const auto& reads = row_reads[static_cast<size_t>(b)];
       for (size_t e = 0; e < reads.size(); ++e)
         if (reads[e].first >= 0) lp[e] = ra[f++];
     }
-    if (!exact || L == 0) continue;
-
-    // Exact mode: the rest of every title, teacher-forced in one packed pass over the prefix cache.
-    // Row b holds its sequence's distinct titles one after another; each title's tokens see the
-    // prefix up to the title's own context and the title's earlier tokens, at the positions that
-    // follow that context, so the row computes what one forward per title would, without copying
-    // the prefix's keys/values for every title.
-    auto input = torch::full({B, L}, pad_id, torch::kInt64);
-    auto title_positions = torch::zeros({B, L}, torch::kInt64);
-    auto token_mask = torch::zeros({B, L}, torch::kInt64);
-    auto targets = torch::zeros({B, L}, torch::kInt64);  // the token predicted at each input
-    auto slot = torch::zeros({B, L}, torch::kInt64);     // index into `titles` of each input
-    auto allowed = torch::zeros({B, 1, L, C + L}, torch::kBool);
-    auto input_a = input.accessor<int64_t, 2>();
-    auto title_positions_a = title_positions.accessor<int64_t, 2>();
-    auto token_mask_a = token_mask.accessor<int64_t, 2>();
-    auto targets_a = targets.accessor<int64_t, 2>();
-    auto slot_a = slot.accessor<int64_t, 2>();
-    bool* allowed_p = allowed.data_ptr<bool>();
-    struct PackedTitle {
-      size_t sequence;  // index into plans
-      int64_t event;
-    };
-    std::vector<PackedTitle> titles;
-    for (int64_t b = 0; b < B; ++b) {
-      const ScoringPlan& p = *rows[static_cast<size_t>(b)];
-      const int64_t pad = T - mb.lengths[static_cast<size_t>(b)];
-      int64_t at = 0;
-      for (size_t k : row_titles[static_cast<size_t>(b)]) {
-        const auto& ids = p.scored_ids[k];
-        const int64_t context = p.context_length[k];
-        const auto t = static_cast<int64_t>(titles.size());
-        titles.push_back({order[start + static_cast<size_t>(b)], p.event[k]});
-        for (size_t j = 0; j + 1 < ids.size(); ++j) {
-          const int64_t col = at + static_cast<int64_t>(j);
-          input_a[b][col] = ids[j];
-          targets_a[b][col] = ids[j + 1];
-          token_mask_a[b][col] = 1;
-          title_positions_a[b][col] = context + static_cast<int64_t>(j);
-          slot_a[b][col] = t;
-          // Keys: the shared head, this row's prefix tokens S .. context - 1 (cache columns
-          // S + pad ..), and the title's own inputs up to this one.
-          bool* keys = allowed_p + (b * L + col) * (C + L);
-          std::fill(keys, keys + S, true);
-          std::fill(keys + S + pad, keys + pad + context, true);
-          std::fill(keys + C + at, keys + C + col + 1, true);
-        }
-        at += static_cast<int64_t>(ids.size()) - 1;
-      }
-      for (int64_t col = at; col < L; ++col) allowed_p[(b * L + col) * (C + L) + C + col] = true;  // pads: themselves
-    }
-    auto hidden = model->forward_hidden_packed(input.to(device), title_positions.to(device), allowed.to(device), &cache,
-                                          token_mask.to(device));  // [B, L, H]
-    // The lm_head only at real title inputs, a bounded number of rows at a time: log p(target) =
-    // logit[target] - logsumexp(logits), without a log_softmax over the vocabulary.
-    const auto valid = token_mask.reshape({-1}).nonzero().squeeze(1);
-    hidden = hidden.reshape({B * L, -1}).index_select(0, valid.to(device));
-    const auto target = targets.reshape({-1}).index_select(0, valid).to(device);
-    const int64_t N = valid.size(0);
-    auto token_lp = torch::empty({N}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
-    for (int64_t r = 0; r < N; r += kLogitRows) {
-      const int64_t n = std::min(kLogitRows, N - r);
-      auto logits = model->logits_from_hidden(hidden.narrow(0, r, n).unsqueeze(0), torch::Tensor()).squeeze(0).to(torch::kFloat32);
-      token_lp.narrow(0, r, n).copy_(logits.gather(1, target.narrow(0, r, n).unsqueeze(1)).squeeze(1) - logits.logsumexp(-1));
-    }
-    hidden = torch::Tensor();
-    auto sums = torch::zeros({static_cast<int64_t>(titles.size())}, torch::kFloat64);
-    sums.index_add_(0, slot.reshape({-1}).index_select(0, valid), token_lp.to(torch::kCPU, torch::kFloat64));
-    auto sa = sums.accessor<double, 1>();
-    for (size_t t = 0; t < titles.size(); ++t)
-      event_lp[titles[t].sequence][static_cast<size_t>(titles[t].event)] += sa[static_cast<int64_t>(t)];
+    if (exact && L > 0) add_title_log_probs(model, cache, layout, row_titles, L, pad_id, event_lp);
   }
 
   std::vector<NoiseScores> out(plans.size());
