@@ -69,6 +69,8 @@ void add_title_log_probs(LlamaModel& model, KVCache& cache, const MicroBatchLayo
     for (size_t k : row_titles[static_cast<size_t>(b)]) {
       const auto& ids = p.scored_ids[k];
       const int64_t context = p.context_length[k];
+      LLM4DSR_CHECK(context > S, "UncertaintyScorer: title context " << context << " within the shared head of " << S
+                                                                      << " tokens (shared_prefix_length keeps it after)");
       const auto t = static_cast<int64_t>(titles.size());
       titles.push_back({mb.sequence[static_cast<size_t>(b)], p.event[k]});
       for (size_t j = 0; j + 1 < ids.size(); ++j) {
@@ -251,7 +253,10 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
 
   // The prompt head every plan shares, run once: its keys/values seed each micro-batch's cache, and
   // the micro-batches run over the rest of their prompts only.
-  const int64_t S = options_.share_prefix ? shared_prefix_length(plans) : 0;
+  // Not with "dynamic" RoPE, whose frequencies follow each forward's longest position: the head run
+  // alone would get those of a short prompt.
+  const bool share = options_.share_prefix && model->config().rope_scaling.rope_type != "dynamic";
+  const int64_t S = share ? shared_prefix_length(plans) : 0;
   KVCache head;
   if (S > 0) {
     const auto& ids = plans.front().prefix_ids;

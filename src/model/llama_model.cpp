@@ -383,6 +383,18 @@ KVCache LlamaModelImpl::make_cache(int64_t batch_size, int64_t max_length) const
   return KVCache(config_, batch_size, max_length, dtype_, device_);
 }
 
+void LlamaModelImpl::check_forward_inputs(const torch::Tensor& input_ids, const KVCache* cache) const {
+  LLM4DSR_CHECK(input_ids.dim() == 2, "LlamaModel: input_ids must be [batch, seq], got shape " << input_ids.sizes());
+  LLM4DSR_CHECK(input_ids.scalar_type() == torch::kInt64, "LlamaModel: input_ids must be int64, got " << input_ids.scalar_type());
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  LLM4DSR_CHECK(T > 0 && B > 0, "LlamaModel: empty input_ids " << input_ids.sizes());
+  if (!cache) return;
+  LLM4DSR_CHECK(cache->allocated() && cache->batch_size() == B && cache->num_layers() == config_.num_hidden_layers,
+                "LlamaModel: the KV cache was made for " << cache->batch_size() << " rows and " << cache->num_layers()
+                                                         << " layers; this batch has " << B << " rows and the model "
+                                                         << config_.num_hidden_layers << " layers");
+}
+
 torch::Tensor LlamaModelImpl::forward_hidden(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                              KVCache* cache) {
   return forward_hidden_impl(input_ids, attention_mask, cache, torch::Tensor());
@@ -390,19 +402,13 @@ torch::Tensor LlamaModelImpl::forward_hidden(const torch::Tensor& input_ids, con
 
 torch::Tensor LlamaModelImpl::forward_hidden_impl(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
                                                   KVCache* cache, const torch::Tensor& keep_positions) {
-  LLM4DSR_CHECK(input_ids.dim() == 2, "LlamaModel: input_ids must be [batch, seq], got shape " << input_ids.sizes());
-  LLM4DSR_CHECK(input_ids.scalar_type() == torch::kInt64, "LlamaModel: input_ids must be int64, got " << input_ids.scalar_type());
+  check_forward_inputs(input_ids, cache);
   const int64_t B = input_ids.size(0), T = input_ids.size(1);
-  LLM4DSR_CHECK(T > 0 && B > 0, "LlamaModel: empty input_ids " << input_ids.sizes());
   const int64_t past = cache ? cache->length() : 0;
   const int64_t S = past + T;
 
   torch::Tensor full_mask;  // [B, S] int64 or undefined (= all ones)
   if (cache) {
-    LLM4DSR_CHECK(cache->allocated() && cache->batch_size() == B && cache->num_layers() == config_.num_hidden_layers,
-                  "LlamaModel: the KV cache was made for " << cache->batch_size() << " rows and " << cache->num_layers()
-                                                           << " layers; this batch has " << B << " rows and the model "
-                                                           << config_.num_hidden_layers << " layers");
     torch::Tensor new_mask;
     if (!attention_mask.defined()) new_mask = torch::ones({B, T}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
     else if (attention_mask.size(-1) == T) new_mask = attention_mask;
@@ -443,10 +449,8 @@ torch::Tensor LlamaModelImpl::forward_hidden_impl(const torch::Tensor& input_ids
 torch::Tensor LlamaModelImpl::forward_hidden_packed(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
                                                     const torch::Tensor& allowed, KVCache* cache,
                                                     const torch::Tensor& token_mask) {
-  LLM4DSR_CHECK(input_ids.dim() == 2, "LlamaModel: input_ids must be [batch, seq], got shape " << input_ids.sizes());
-  LLM4DSR_CHECK(input_ids.scalar_type() == torch::kInt64, "LlamaModel: input_ids must be int64, got " << input_ids.scalar_type());
+  check_forward_inputs(input_ids, cache);
   const int64_t B = input_ids.size(0), T = input_ids.size(1);
-  LLM4DSR_CHECK(T > 0 && B > 0, "LlamaModel: empty input_ids " << input_ids.sizes());
   const int64_t past = cache ? cache->length() : 0;
   const int64_t S = past + T;
   LLM4DSR_CHECK(position_ids.dim() == 2 && position_ids.size(0) == B && position_ids.size(1) == T &&
@@ -459,10 +463,6 @@ torch::Tensor LlamaModelImpl::forward_hidden_packed(const torch::Tensor& input_i
                                                      << " + new " << T << " keys), got " << allowed.scalar_type() << " "
                                                      << allowed.sizes());
   if (cache) {
-    LLM4DSR_CHECK(cache->allocated() && cache->batch_size() == B && cache->num_layers() == config_.num_hidden_layers,
-                  "LlamaModel: the KV cache was made for " << cache->batch_size() << " rows and " << cache->num_layers()
-                                                           << " layers; this batch has " << B << " rows and the model "
-                                                           << config_.num_hidden_layers << " layers");
     const auto options = torch::TensorOptions().dtype(torch::kInt64).device(device_);
     LLM4DSR_CHECK(!token_mask.defined() || (token_mask.dim() == 2 && token_mask.size(0) == B && token_mask.size(1) == T),
                   "LlamaModel: token_mask must be [" << B << ", " << T << "], got " << token_mask.sizes());
@@ -487,9 +487,9 @@ torch::Tensor LlamaModelImpl::run_layers(const torch::Tensor& input_ids, const t
   ctx.sin = emb.sin().to(dtype_);
 
   auto h = embed_tokens(input_ids.to(device_));
-  const size_t last = layer_list_.size() - 1;
   for (size_t i = 0; i < layer_list_.size(); ++i)
-    h = layer_list_[i]->forward(h, ctx, i == last ? keep_positions : torch::Tensor());
+    h = layer_list_[i]->forward(h, ctx, i + 1 == layer_list_.size() ? keep_positions : torch::Tensor());
+  if (layer_list_.empty() && keep_positions.defined()) h = select_positions(h, keep_positions);
   if (ctx.cache) ctx.cache->advance(input_ids.size(1));
   return norm(h);
 }

@@ -273,6 +273,19 @@ TEST_CASE("LlamaModel: seeded init, logits at positions, padding and KV cache", 
   }
 }
 
+TEST_CASE("logits at positions of a model without layers select those positions", "[model]") {
+  torch::NoGradGuard no_grad;
+  ModelConfig config = tiny_config();
+  config.num_hidden_layers = 0;
+  LlamaModel model(config, torch::kCPU, torch::kFloat32, /*seed=*/3);
+  auto ids = torch::randint(0, config.vocab_size, {2, 5}, torch::kInt64);
+  auto all = model(ids);
+  auto few = model(ids, torch::Tensor(), nullptr, torch::tensor({{4, 1}, {0, 2}}, torch::kInt64));
+  REQUIRE(few.sizes() == torch::IntArrayRef({2, 2, config.vocab_size}));
+  CHECK(max_diff(few[0][1], all[0][1]) < 1e-6);
+  CHECK(max_diff(few[1][0], all[1][0]) < 1e-6);
+}
+
 TEST_CASE("packed forward: continuations packed after a cached prefix equal their own full forwards", "[model]") {
   torch::NoGradGuard no_grad;
   LlamaModel model(tiny_config(), torch::kCPU, torch::kFloat32, /*seed=*/5);

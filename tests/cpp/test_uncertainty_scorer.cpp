@@ -236,6 +236,17 @@ TEST_CASE("prompts over max_prompt_tokens drop the fewest oldest items, which ge
   }
   const auto flags = llm4dsr::flag_noise(std::vector<NoiseScores>{s}, -1.0, 0);
   CHECK(flags[0] == std::vector<int64_t>{3, 4, 5, 6, 7, 8, 9});
+  // Exact mode, the truncated sequence in one micro-batch with the others (shared head, packed titles).
+  ScorerOptions exact = o;
+  exact.mode = ScoringMode::kExact;
+  exact.micro_batch_size = 4;
+  const auto all = UncertaintyScorer(f.model, f.tok, exact).score(kSequences, f.catalog);
+  REQUIRE(all[2].dropped_items == 3);
+  for (size_t k = 0; k < titles.size(); ++k) {
+    INFO("exact, position " << k);
+    if (k < 3) CHECK(std::isinf(all[2].log_prob[k]));
+    else CHECK(all[2].log_prob[k] == Approx(brute_force(f.model, *f.tok, prefix, titles[k], -1)).margin(2e-4));
+  }
   ScorerOptions tight;
   tight.max_prompt_tokens = 5;
   CHECK_THROWS_AS(UncertaintyScorer(f.model, f.tok, tight).score(std::vector<std::vector<int64_t>>{seq}, f.catalog), Error);

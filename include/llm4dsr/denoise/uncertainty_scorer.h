@@ -27,8 +27,14 @@
 // Shared prompt head (share_prefix): every prompt starts with the same tokens (BOS, the chat
 // header, the template's opening words up to the first title). Their keys and values are computed
 // once per chunk and every micro-batch continues from them, so the forward runs over the rest of
-// each prompt only (about 15% of a ten-item prompt with the paper's template and ChatML). The
-// positions and masks are those of the full prompt, so the scores are unchanged up to float rounding.
+// each prompt only (the head is about 15% of a ten-item prompt with the paper's template and
+// ChatML). The positions and masks are those of the full prompt, so the scores are unchanged up to
+// float rounding. Off for models with "dynamic" RoPE scaling (its frequencies depend on the
+// forward's length).
+//
+// Memory: a micro-batch holds its KV cache, rows x (prompt + title tokens), and in exact mode the
+// title pass's attention pattern, rows x title tokens x (prompt + title tokens) booleans; both
+// bounded through micro_batch_size and max_prompt_tokens.
 //
 // first_token_context:
 //  - "in-context" (default): the first token as tokenised after the prefix (what the model sees).
@@ -91,7 +97,8 @@ struct ScorerOptions {
   // Sequences tokenised, scored and returned per chunk by score_chunks (bounds host memory).
   int64_t chunk_size = 1024;
   bool add_bos = true;  // BOS first when the tokenizer has one and the chat format wants it
-  // Run the prompt head shared by a chunk's sequences once and reuse its keys/values (see above).
+  // Run the prompt head shared by a chunk's sequences once and reuse its keys/values (see above;
+  // ignored with "dynamic" RoPE).
   bool share_prefix = true;
 };
 

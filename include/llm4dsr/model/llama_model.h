@@ -167,6 +167,8 @@ class LlamaModelImpl : public torch::nn::Module {
                            const torch::Tensor& keep_positions = {});
   torch::Tensor forward_hidden_impl(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache,
                                     const torch::Tensor& keep_positions);
+  // Error unless input_ids is int64 [B > 0, T > 0] and the cache (if any) was made for B rows and this model.
+  void check_forward_inputs(const torch::Tensor& input_ids, const KVCache* cache) const;
   // positions ([K] or [B, K], negative from the end) as int64 in [0, T) on `device`; Error otherwise.
   static torch::Tensor checked_positions(const torch::Tensor& positions, int64_t B, int64_t T, torch::Device device);
 
