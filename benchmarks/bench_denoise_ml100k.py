@@ -200,7 +200,9 @@ def main():
     p.add_argument("--valid-windows", type=int, default=300)
     p.add_argument("--quantile", type=float, default=0.9)
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
-    p.add_argument("--bf16", action="store_true", default=True, help="bf16 autocast in training")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
+                   help="bf16 autocast in training (off by default: with --dtype bfloat16 the weights are bf16 already, "
+                        "and autocast only adds casts)")
     p.add_argument("--scratch-epochs", type=int, default=2)
     p.add_argument("--scratch-windows", type=int, default=5000)
     p.add_argument("--micro-batch-size", type=int, default=16)
