@@ -26,7 +26,6 @@ constexpr int64_t kLogitRows = 256;
 // One micro-batch as the model sees it: `shared` cached positions of the prompt head all sequences
 // share, then each row's rest of its prompt, left-padded to `width` columns.
 struct MicroBatchLayout {
-  std::vector<const ScoringPlan*> rows;
   std::vector<size_t> sequence;  // index of each row's plan in the chunk
   std::vector<int64_t> lengths;  // each row's tokens after the shared head
   int64_t shared = 0;
@@ -40,11 +39,11 @@ struct MicroBatchLayout {
 // the positions that follow that context, so the row computes what one forward per title would,
 // without copying the prompt's keys/values for every title. Adds each title's log-probability to
 // event_lp[sequence][event].
-void add_title_log_probs(LlamaModel& model, KVCache& cache, const MicroBatchLayout& mb,
-                         const std::vector<std::vector<size_t>>& row_titles, int64_t L, int64_t pad_id,
-                         std::vector<std::vector<double>>& event_lp) {
+void add_title_log_probs(LlamaModel& model, KVCache& cache, const std::vector<ScoringPlan>& plans,
+                         const MicroBatchLayout& mb, const std::vector<std::vector<size_t>>& row_titles, int64_t L,
+                         int64_t pad_id, std::vector<std::vector<double>>& event_lp) {
   const torch::Device device = model->device();
-  const int64_t B = static_cast<int64_t>(mb.rows.size()), S = mb.shared, T = mb.width, C = S + T;
+  const int64_t B = static_cast<int64_t>(mb.sequence.size()), S = mb.shared, T = mb.width, C = S + T;
   auto input = torch::full({B, L}, pad_id, torch::kInt64);
   auto title_positions = torch::zeros({B, L}, torch::kInt64);
   auto token_mask = torch::zeros({B, L}, torch::kInt64);
@@ -63,7 +62,7 @@ void add_title_log_probs(LlamaModel& model, KVCache& cache, const MicroBatchLayo
   };
   std::vector<PackedTitle> titles;
   for (int64_t b = 0; b < B; ++b) {
-    const ScoringPlan& p = *mb.rows[static_cast<size_t>(b)];
+    const ScoringPlan& p = plans[mb.sequence[static_cast<size_t>(b)]];
     const int64_t pad = T - mb.lengths[static_cast<size_t>(b)];
     int64_t at = 0;
     for (size_t k : row_titles[static_cast<size_t>(b)]) {
@@ -249,7 +248,6 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
   const torch::Device device = model->device();
   const int64_t pad_id = std::max<int64_t>(0, tokenizer_->pad_id());
   const bool exact = options_.mode == ScoringMode::kExact;
-  const auto long_options = torch::TensorOptions().dtype(torch::kInt64).device(device);
 
   // The prompt head every plan shares, run once: its keys/values seed each micro-batch's cache, and
   // the micro-batches run over the rest of their prompts only.
@@ -285,10 +283,8 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
     MicroBatchLayout layout;
     std::vector<std::vector<int64_t>> prefixes;
     for (size_t r = start; r < end; ++r) {
-      const ScoringPlan& p = plans[order[r]];
       layout.sequence.push_back(order[r]);
-      layout.rows.push_back(&p);
-      prefixes.emplace_back(p.prefix_ids.begin() + S, p.prefix_ids.end());
+      prefixes.emplace_back(plans[order[r]].prefix_ids.begin() + S, plans[order[r]].prefix_ids.end());
     }
     const PaddedBatch mb = left_pad(prefixes, pad_id, device);
     // T: the width of the per-sequence part; C: every cached position (shared head + that part).
@@ -296,63 +292,45 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
     layout.lengths = mb.lengths;
     layout.shared = S;
     layout.width = T;
-    const auto& rows = layout.rows;
 
     // The positions whose logits are read: per row, the last position of each distinct context
     // (almost always only the prefix's last token).
     std::vector<std::vector<int64_t>> row_positions(static_cast<size_t>(B));
     // Per row and event: (column in row_positions, first scored token).
     std::vector<std::vector<std::pair<int64_t, int64_t>>> row_reads(static_cast<size_t>(B));
-    int64_t K = 1;
+    // Exact mode: per row, the positions of its distinct titles with more than one token (their first
+    // token is read above) and the width L of the packed title pass (the longest row's title tokens).
+    std::vector<std::vector<size_t>> row_titles(static_cast<size_t>(B));
+    int64_t K = 1, L = 0;
     for (int64_t b = 0; b < B; ++b) {
-      const ScoringPlan& p = *rows[static_cast<size_t>(b)];
+      const ScoringPlan& p = plans[layout.sequence[static_cast<size_t>(b)]];
       auto& reads = row_reads[static_cast<size_t>(b)];
       reads.assign(event_lp[layout.sequence[static_cast<size_t>(b)]].size(), {-1, -1});
       auto& pos = row_positions[static_cast<size_t>(b)];
+      int64_t title_tokens = 0;
       for (size_t k = 0; k < p.event.size(); ++k) {
         const int64_t e = p.event[k];
-        if (e < 0 || reads[static_cast<size_t>(e)].first >= 0) continue;
+        if (e < 0 || reads[static_cast<size_t>(e)].first >= 0) continue;  // dropped, or a repeated event
         const int64_t at = T - mb.lengths[static_cast<size_t>(b)] + p.context_length[k] - 1 - S;
         auto it = std::find(pos.begin(), pos.end(), at);
         if (it == pos.end()) it = pos.insert(pos.end(), at);
         reads[static_cast<size_t>(e)] = {static_cast<int64_t>(it - pos.begin()), p.scored_ids[k].front()};
+        if (exact && p.scored_ids[k].size() > 1) {
+          row_titles[static_cast<size_t>(b)].push_back(k);
+          title_tokens += static_cast<int64_t>(p.scored_ids[k].size()) - 1;
+        }
       }
       K = std::max<int64_t>(K, static_cast<int64_t>(pos.size()));
+      L = std::max(L, title_tokens);
     }
     auto positions = torch::full({B, K}, T - 1, torch::kInt64);
     for (int64_t b = 0; b < B; ++b)
       for (size_t c = 0; c < row_positions[static_cast<size_t>(b)].size(); ++c)
         positions[b][static_cast<int64_t>(c)] = row_positions[static_cast<size_t>(b)][c];
 
-    // Exact mode: per row, the positions of its distinct titles with more than one token (their first
-    // token is read above) and the width L of the packed title pass (the longest row's title tokens).
-    std::vector<std::vector<size_t>> row_titles(static_cast<size_t>(B));
-    int64_t L = 0;
-    if (exact) {
-      for (int64_t b = 0; b < B; ++b) {
-        const ScoringPlan& p = *rows[static_cast<size_t>(b)];
-        std::vector<bool> seen(event_lp[layout.sequence[static_cast<size_t>(b)]].size(), false);
-        int64_t width = 0;
-        for (size_t k = 0; k < p.event.size(); ++k) {
-          const int64_t e = p.event[k];
-          if (e < 0 || seen[static_cast<size_t>(e)]) continue;
-          seen[static_cast<size_t>(e)] = true;
-          if (p.scored_ids[k].size() < 2) continue;
-          row_titles[static_cast<size_t>(b)].push_back(k);
-          width += static_cast<int64_t>(p.scored_ids[k].size()) - 1;
-        }
-        L = std::max(L, width);
-      }
-    }
-
     KVCache cache;
     if (exact || S > 0) cache = model->make_cache(B, C + L);
-    if (S > 0) {
-      for (int64_t l = 0; l < cache.num_layers(); ++l)
-        cache.append(l, head.keys(l).expand({B, -1, -1, -1}), head.values(l).expand({B, -1, -1, -1}));
-      cache.append_mask(torch::ones({B, S}, long_options));
-      cache.advance(S);
-    }
+    if (S > 0) cache.assign_rows(head, torch::zeros({B}, torch::kInt64));  // every row starts with the head
     // Only the read positions go through the last layer's MLP and the lm_head.
     auto logp = model->forward(mb.input_ids, mb.attention_mask, cache.allocated() ? &cache : nullptr, positions.to(device))
                     .to(torch::kFloat32)
@@ -374,7 +352,7 @@ std::vector<NoiseScores> UncertaintyScorer::score_plans(const std::vector<std::v
       for (size_t e = 0; e < reads.size(); ++e)
         if (reads[e].first >= 0) lp[e] = ra[f++];
     }
-    if (exact && L > 0) add_title_log_probs(model, cache, layout, row_titles, L, pad_id, event_lp);
+    if (exact && L > 0) add_title_log_probs(model, cache, plans, layout, row_titles, L, pad_id, event_lp);
   }
 
   std::vector<NoiseScores> out(plans.size());

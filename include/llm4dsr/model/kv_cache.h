@@ -44,7 +44,7 @@ class KVCache {
   // The mask of the cached positions [B, length].
   torch::Tensor mask() const;
   // Views of `layer`'s cached keys / values [B, H_kv, length, D] (the storage, not copies): for
-  // callers that fan a prefix out to other caches (exact scoring's title pass).
+  // callers that read a prefix out to seed other caches.
   torch::Tensor keys(int64_t layer) const;
   torch::Tensor values(int64_t layer) const;
   void advance(int64_t steps);
@@ -53,7 +53,8 @@ class KVCache {
   void reorder(const torch::Tensor& index);
   // Row i of this cache becomes row index[i] of `source` (every cached position, keys, values and
   // mask), and the length becomes source's: one prefill of B prompts fans out to B x beams rows
-  // without running the prompts again. Storage must already hold index.size(0) rows and
+  // without running the prompts again (the scorer fans its shared prompt head out to every row of a
+  // micro-batch the same way). Storage must already hold index.size(0) rows and
   // source.length() positions; the layer count and head shapes must match.
   void assign_rows(const KVCache& source, const torch::Tensor& index);
 
