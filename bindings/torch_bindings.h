@@ -35,11 +35,23 @@ inline std::string dtype_name(torch::Dtype dtype) {
 }
 
 inline torch::Device parse_device(const std::string& name) {
+  torch::Device device(torch::kCPU);
   try {
-    return torch::Device(name);
+    device = torch::Device(name);
   } catch (const c10::Error&) {
     LLM4DSR_THROW("unknown device '" << name << "' (expected e.g. cpu, cuda, cuda:1)");
   }
+  // Checked here, where the name is known: libtorch's own error surfaces later, deep in a tensor copy.
+  if (device.is_cuda()) {
+    LLM4DSR_CHECK(torch::cuda::is_available(),
+                  "device '" << name << "': this torch has no CUDA support or sees no GPU; use cpu, or a "
+                             "CUDA build of torch on a GPU machine");
+    LLM4DSR_CHECK(!device.has_index() || device.index() < static_cast<int>(torch::cuda::device_count()),
+                  "device '" << name << "': only " << torch::cuda::device_count() << " GPU(s) visible");
+  } else {
+    LLM4DSR_CHECK(device.is_cpu(), "device '" << name << "': only cpu and cuda devices are supported");
+  }
+  return device;
 }
 
 // A torch tensor as is, or anything numpy can turn into an integer array (lists, numpy arrays).

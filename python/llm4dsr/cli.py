@@ -147,10 +147,10 @@ def cmd_finetune(args) -> int:
         base_dir = os.path.join(args.out, "base")
         _pretrain(dataset, splits, base_dir, not args.json, preset=preset, seed=args.seed, resume=args.resume)
         base_name = os.path.abspath(base_dir)
-        base = llm4dsr.load_pretrained(base_name, dtype=args.dtype)
+        base = llm4dsr.load_pretrained(base_name, device=args.device, dtype=args.dtype)
     else:
         base_name = args.base if args.base in llm4dsr.known_model_names() else os.path.abspath(args.base)
-        base = llm4dsr.load_pretrained(args.base, dtype=args.dtype)
+        base = llm4dsr.load_pretrained(args.base, device=args.device, dtype=args.dtype)
     chat_format = args.chat_format if args.chat_format != "auto" else base.card.chat_format
     builder = llm4dsr.InstructionBuilder(template=args.template, chat_format=chat_format,
                                          max_prompt_tokens=args.max_prompt_tokens, loss_on=args.loss_on,
@@ -232,7 +232,7 @@ def _run_pipeline(args, score_only: bool) -> int:
     dataset = _read(args)
     splits = _splits(args, dataset)
     names = [s for s in args.splits.split(",") if s]
-    options = dict(dtype=args.dtype, mode=args.mode, micro_batch_size=args.micro_batch_size, seed=args.seed)
+    options = dict(device=args.device, dtype=args.dtype, mode=args.mode, micro_batch_size=args.micro_batch_size, seed=args.seed)
     if not score_only:
         options.update(policy=args.policy, budget=args.budget, constrained=not args.unconstrained,
                        decoding=args.decoding, num_beams=args.num_beams)
@@ -328,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast over fp32 weights (on CPU, --dtype bfloat16 trains faster to the same loss)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (bf16 with --dtype bfloat16 on either)")
     p.add_argument("--save-steps", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.set_defaults(func=cmd_finetune)
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quantile", type=float, default=0.9, help="eta as this quantile of the VALIDATION scores")
         p.add_argument("--eta", type=float, default=None, help="absolute eta (overrides --quantile)")
         p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+        p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (bf16 with --dtype bfloat16 on either)")
         p.add_argument("--micro-batch-size", type=int, default=16)
         p.add_argument("--chunk-size", type=int, default=64, help="sequences per resumable chunk")
 

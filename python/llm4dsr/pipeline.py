@@ -228,10 +228,10 @@ def detection_summary(unit: Unit, scores: list, reports: list, seed: int = 0,
     return out
 
 
-def build_denoiser(model_path: str, catalog, dtype: str = "float32", mode: str = "first-token",
+def build_denoiser(model_path: str, catalog, device: str = "cpu", dtype: str = "float32", mode: str = "first-token",
                    policy: str = "llm4dsr", budget: int = 1, constrained: bool = True, decoding: str = "greedy",
                    num_beams: int = 4, micro_batch_size: int = 16, seed: int = 0):
-    pretrained = llm4dsr.load_pretrained(model_path, dtype=dtype)
+    pretrained = llm4dsr.load_pretrained(model_path, device=device, dtype=dtype)
     card = pretrained.card
     common = dict(template=card.prompt_template, chat_format=card.chat_format, max_prompt_tokens=card.max_prompt_tokens)
     scorer = None

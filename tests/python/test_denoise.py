@@ -189,3 +189,11 @@ def test_cli_score_and_denoise_json(tiny_model_dir, tmp_path):
     assert (tmp_path / "sc" / "scores-train.jsonl").read_text() == (out / "work" / "train.scores.jsonl").read_text()
     bad = _cli("denoise", "--data", DATA, "--model", tiny_model_dir, "--out", str(tmp_path / "x"), "--splits", "nope")
     assert bad.returncode == 2 and "nope" in bad.stderr
+    # --device: an explicit cpu gives the same scores; a device that is not there is named in the error.
+    r = _cli("score", "--data", DATA, "--noise", "0.1", "--seed", "1", "--model", tiny_model_dir, "--out",
+             str(tmp_path / "sc_cpu"), "--json", "--splits", "train", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "sc_cpu" / "scores-train.jsonl").read_text() == (tmp_path / "sc" / "scores-train.jsonl").read_text()
+    for device, message in (("tpu", "unknown device 'tpu'"), ("cuda:7", "device 'cuda:7'")):
+        bad = _cli("score", "--data", DATA, "--model", tiny_model_dir, "--out", str(tmp_path / "x"), "--device", device)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
