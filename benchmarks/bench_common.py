@@ -26,16 +26,18 @@ class MatmulReference:
     time is used (one product at a small batch lasts tens of microseconds, where a single interruption
     swamps it)."""
 
-    def __init__(self, config, dtype, rows: int, logit_rows: int | None = None, min_flops_per_shape: float = 0.0):
+    def __init__(self, config, dtype, rows: int, logit_rows: int | None = None, min_flops_per_shape: float = 0.0,
+                 device: str = "cpu"):
         import torch
 
+        self.device = device
         g = torch.Generator().manual_seed(0)
         shapes = gemm_shapes(config)
         self.items, self.flops = [], 0.0
         for idx, (k, n, count) in enumerate(shapes):
             m = logit_rows if logit_rows is not None and idx == len(shapes) - 1 else rows
-            a = torch.randn(m, k, generator=g).to(dtype)
-            w = torch.randn(n, k, generator=g).to(dtype)  # stored [out, in] like a Linear weight
+            a = torch.randn(m, k, generator=g).to(device, dtype)
+            w = torch.randn(n, k, generator=g).to(device, dtype)  # stored [out, in] like a Linear weight
             reps = max(1, -(-int(min_flops_per_shape) // int(2 * m * k * n)))
             self.items.append((a, w, count, reps))
             self.flops += 2.0 * m * k * n * count
@@ -46,14 +48,24 @@ class MatmulReference:
         total = 0.0
         with torch.inference_mode():
             for a, w, count, reps in self.items:
+                synchronize(self.device)
                 t0 = time.perf_counter()
                 for _ in range(reps):
                     torch.matmul(a, w.t())
+                synchronize(self.device)
                 total += (time.perf_counter() - t0) / reps * count
         return total
 
     def gflops(self, seconds: float) -> float:
         return self.flops / seconds / 1e9
+
+
+def synchronize(device: str) -> None:
+    """Waits for the GPU's queued work (a no-op on the CPU), so that a host clock times the work itself."""
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize(torch.device(device))
 
 
 def memory_mb() -> dict:

@@ -1,4 +1,4 @@
-"""Language-model throughput: llm4dsr.LlamaModel vs transformers' LlamaForCausalLM (+ peft), on CPU.
+"""Language-model throughput: llm4dsr.LlamaModel vs transformers' LlamaForCausalLM (+ peft), on CPU (or --device cuda).
 
 One run, one process, the same random weights in both models (ours are drawn with a seed and copied
 into the HF model through its state dict; the logits are checked to agree before anything is timed):
@@ -43,7 +43,10 @@ layers) or --batches 1 8 make a quick run. The targets it is judged by, printed 
 1.5x transformers on forward and training; ours >= 60% of the matmul GFLOP/s at batch >= 8.
 
     .venv/bin/python benchmarks/bench_model.py [--layers 6] [--seq-len 128] [--batches 1 8 32]
-        [--dtypes fp32 bf16] [--modes forward train] [--repeats 3] [--threads 2] [--json out.json]
+        [--dtypes fp32 bf16] [--modes forward train] [--repeats 3] [--threads 2] [--device cuda] [--json out.json]
+
+On a GPU (--device cuda) each timed call ends with torch.cuda.synchronize(), so the figures are the
+device's work, not the launch; transformers runs with its sdpa attention there as here.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ import time
 import torch
 
 import llm4dsr
-from bench_common import MatmulReference, matmul_params
+from bench_common import MatmulReference, matmul_params, synchronize
 
 DTYPES = {"fp32": (torch.float32, "float32"), "bf16": (torch.bfloat16, "bfloat16")}
 LORA = dict(r=8, alpha=16.0, dropout=0.05, targets=("q_proj", "v_proj"))
@@ -72,6 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--modes", nargs="+", default=["forward", "train"], choices=["forward", "train"])
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per figure (median reported)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: both models and the matmul reference run there")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     return p.parse_args(argv)
@@ -99,8 +103,8 @@ def hf_config(config: llm4dsr.ModelConfig):
     return hf
 
 
-def make_pair(config, dtype_name: str, seed: int):
-    """Our model and an HF model holding the same weights, both in `dtype_name`, in eval mode."""
+def make_pair(config, dtype_name: str, seed: int, device: str = "cpu"):
+    """Our model and an HF model holding the same weights, both in `dtype_name` on `device`, in eval mode."""
     import transformers
 
     torch_dtype, ours_dtype = DTYPES[dtype_name]
@@ -112,16 +116,16 @@ def make_pair(config, dtype_name: str, seed: int):
         raise RuntimeError(f"weights do not map: missing {missing}, unexpected {result.unexpected_keys}")
     if config.tie_word_embeddings and hf.lm_head.weight.data_ptr() != hf.model.embed_tokens.weight.data_ptr():
         raise RuntimeError("transformers did not tie lm_head to the embeddings")
-    if dtype_name != "fp32":
-        ours.to("cpu", ours_dtype)
-        hf.to(torch_dtype)
+    if dtype_name != "fp32" or device != "cpu":
+        ours.to(device, ours_dtype)
+        hf.to(device, torch_dtype)
     hf.eval()
     ours.eval()
     return ours, hf
 
 
-def check_parity(ours, hf, config, dtype_name: str) -> float:
-    ids = torch.randint(0, config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+def check_parity(ours, hf, config, dtype_name: str, device: str = "cpu") -> float:
+    ids = torch.randint(0, config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1)).to(device)
     with torch.inference_mode():
         a = ours.forward(ids).float()
         b = hf(input_ids=ids).logits.float()
@@ -168,45 +172,48 @@ def train_flops(config, batch: int, seq: int) -> int:
 # Timing
 
 
-def rounds(fns: dict, repeats: int, warm_up: bool) -> dict:
+def rounds(fns: dict, repeats: int, warm_up: bool, device: str = "cpu") -> dict:
     """Median seconds of each function over `repeats` rounds in which they take turns, after one untimed
     warm-up round when asked. A function returning a float reports its own seconds (the matmul
-    reference)."""
+    reference). On a GPU the clock stops after the device has finished the function's work."""
     if warm_up:
         for fn in fns.values():
             fn()
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            synchronize(device)
             t0 = time.perf_counter()
             result = fn()
+            synchronize(device)
             elapsed = time.perf_counter() - t0
             times[k].append(result if isinstance(result, float) else elapsed)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def examples_for(config, batch: int, seq: int, seed: int):
+def examples_for(config, batch: int, seq: int, seed: int, device: str = "cpu"):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, config.vocab_size, (batch, seq), generator=g)
-    return ids, [{"input_ids": row, "labels": row} for row in ids]
+    return ids.to(device), [{"input_ids": row, "labels": row} for row in ids]
 
 
 def bench_forward(ours, hf, config, batch: int, seq: int, repeats: int, seed: int, ref: MatmulReference,
-                  warm_up: bool) -> dict:
-    ids, _ = examples_for(config, batch, seq, seed)
+                  warm_up: bool, device: str = "cpu") -> dict:
+    ids, _ = examples_for(config, batch, seq, seed, device)
     with torch.inference_mode():
         full = rounds({"ours": lambda: ours.forward(ids), "hf": lambda: hf(input_ids=ids).logits, "mm": ref}, repeats,
-                      warm_up)
+                      warm_up, device)
         last = rounds({"ours": lambda: ours.logits(ids, positions=[-1]),
-                       "hf": lambda: hf(input_ids=ids, logits_to_keep=1).logits}, repeats, warm_up)
+                       "hf": lambda: hf(input_ids=ids, logits_to_keep=1).logits}, repeats, warm_up, device)
     last["mm"] = full["mm"]
     return {"full": full, "last": last}
 
 
-def bench_train(config, dtype_name: str, batches, seq: int, repeats: int, seed: int, refs: dict) -> dict:
+def bench_train(config, dtype_name: str, batches, seq: int, repeats: int, seed: int, refs: dict,
+                device: str = "cpu") -> dict:
     import peft
 
-    ours, hf = make_pair(config, dtype_name, seed)
+    ours, hf = make_pair(config, dtype_name, seed, device)
     ours.add_lora(r=LORA["r"], alpha=LORA["alpha"], dropout=LORA["dropout"], target_modules=list(LORA["targets"]),
                   seed=seed)
     peft_model = peft.get_peft_model(hf, peft.LoraConfig(
@@ -225,11 +232,11 @@ def bench_train(config, dtype_name: str, batches, seq: int, repeats: int, seed: 
 
     out = {}
     for i, batch in enumerate(batches):
-        ids, examples = examples_for(config, batch, seq, seed)
+        ids, examples = examples_for(config, batch, seq, seed, device)
         trainer = llm4dsr.Trainer(ours, learning_rate=1e-4, micro_batch_size=batch, max_steps=1, warmup_steps=1,
                                   lr_scheduler="constant", max_grad_norm=1.0, progress=False, seed=seed)
         out[batch] = rounds({"ours": lambda: trainer.train(examples), "hf": lambda: hf_step(ids), "mm": refs[batch]},
-                            repeats, warm_up=i == 0)
+                            repeats, warm_up=i == 0, device=device)
         del trainer
         gc.collect()
     return out
@@ -284,11 +291,13 @@ def print_targets(rows, seq: int) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)  # after importing llm4dsr, which sets its own default
+    device = args.device
     torch.manual_seed(args.seed)
     config = make_config(args.layers)
     seq = args.seq_len
     started = time.perf_counter()
-    print(f"llm4dsr {llm4dsr.__version__} vs transformers; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    where = f"{torch.get_num_threads()} threads" if device == "cpu" else torch.cuda.get_device_name(torch.device(device))
+    print(f"llm4dsr {llm4dsr.__version__} vs transformers; torch {torch.__version__}, {where}")
     print(f"model: hidden {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads} heads "
           f"/ {config.num_key_value_heads} KV, intermediate {config.intermediate_size}, vocab {config.vocab_size}; "
           f"{matmul_params(config) / 1e6:.1f}M matmul weights; T = {seq}; median of {args.repeats} rounds")
@@ -296,13 +305,14 @@ def main(argv=None) -> int:
 
     rows = []
     for dtype_name in args.dtypes:
-        refs = {b: MatmulReference(config, DTYPES[dtype_name][0], b * seq) for b in args.batches}
+        refs = {b: MatmulReference(config, DTYPES[dtype_name][0], b * seq, device=device) for b in args.batches}
         if "forward" in args.modes:
-            ours, hf = make_pair(config, dtype_name, args.seed)
-            diff = check_parity(ours, hf, config, dtype_name)
+            ours, hf = make_pair(config, dtype_name, args.seed, device)
+            diff = check_parity(ours, hf, config, dtype_name, device)
             print(f"[{dtype_name}: logits max |ours - transformers| = {diff:.2e}]")
             for i, b in enumerate(args.batches):
-                r = bench_forward(ours, hf, config, b, seq, args.repeats, args.seed, refs[b], warm_up=i == 0)
+                r = bench_forward(ours, hf, config, b, seq, args.repeats, args.seed, refs[b], warm_up=i == 0,
+                                  device=device)
                 rows.append(("forward", dtype_name, b, r["full"], forward_flops(config, b, seq), refs[b]))
                 print(format_row(rows[-1], seq), flush=True)
                 rows.append(("forward, last logits", dtype_name, b, r["last"], forward_flops_last_only(config, b, seq),
@@ -311,7 +321,7 @@ def main(argv=None) -> int:
             del ours, hf
             gc.collect()
         if "train" in args.modes:
-            res = bench_train(config, dtype_name, args.batches, seq, args.repeats, args.seed, refs)
+            res = bench_train(config, dtype_name, args.batches, seq, args.repeats, args.seed, refs, device)
             for b in args.batches:
                 rows.append(("LoRA train", dtype_name, b, res[b], train_flops(config, b, seq), refs[b]))
                 print(format_row(rows[-1], seq), flush=True)
@@ -327,6 +337,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": json.loads(config.to_json()), "seq_len": seq, "threads": torch.get_num_threads(),
+                       "device": device,
                        "repeats": args.repeats, "results": [as_dict(r, seq) for r in rows]}, f, indent=1)
     return 0
 

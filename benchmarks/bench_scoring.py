@@ -1,4 +1,5 @@
-"""Noise scoring (P_noise, paper Eq. 2) on CPU: llm4dsr.UncertaintyScorer vs the authors' way, same model, same run.
+"""Noise scoring (P_noise, paper Eq. 2) on CPU (or --device cuda): llm4dsr.UncertaintyScorer vs the authors' way,
+same model, same run.
 
 Two parts (--parts; both by default):
 
@@ -117,6 +118,9 @@ def parse_args(argv=None):
     p.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per figure (median reported)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu",
+                   help="cpu or cuda[:N]: the throughput part's two scorers and matmul reference run there (the "
+                        "peer checks run on the CPU in float32 first); the memory part stays on the CPU")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
                    help="weights and activations of both sides (the checks run in float32 first)")
     p.add_argument("--data", default="", help="a dataset path for llm4dsr.read_dataset (default: the synthetic one)")
@@ -225,7 +229,7 @@ class AuthorsScorer:
         out = []
         for items in sequences:
             titles = [self.template.sanitize_title(catalog.title(int(i))) for i in items]
-            inputs = self.tokenizer(self.prompt(titles), return_tensors="pt")
+            inputs = self.tokenizer(self.prompt(titles), return_tensors="pt").to(self.model.device)
             with torch.no_grad():
                 logits = self.model(**inputs).logits
             probs = torch.softmax(logits[0, -1], dim=-1)
@@ -328,8 +332,10 @@ def run_throughput(args) -> dict:
     checks = check_peer(pm, authors, make_scorer("first-token", DEFAULT_MICRO_BATCH, "standalone"), sequences,
                         catalog, plans_first)
 
+    where = "" if args.device == "cpu" else \
+        f"; both scorers on {args.device} ({torch.cuda.get_device_name(torch.device(args.device))})"
     print(f"llm4dsr {llm4dsr.__version__} vs transformers {hf_version}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}{where}")
     print(f"model {MODEL} ({args.dtype}; {matmul_params(config) / 1e6:.1f}M matmul weights), "
           f"template {card.prompt_template}, chat {card.chat_format}; data {source}: {work.sequences} test histories, "
           f"prefix {work.mean_prefix:.1f} tokens on average ({work.shared_head['first-token']} shared by all, run once "
@@ -338,13 +344,13 @@ def run_throughput(args) -> dict:
           f"logits max |diff| {checks['logits_max_abs_diff']:.1e}, authors' probs vs ours (standalone) max |diff| "
           f"{checks['prob_max_abs_diff']:.1e}")
 
-    if args.dtype != "float32":
-        pm.model.to("cpu", args.dtype)
-        hf_model.to(DTYPES[args.dtype])
+    if args.dtype != "float32" or args.device != "cpu":
+        pm.model.to(args.device, args.dtype)
+        hf_model.to(args.device, DTYPES[args.dtype])
     scorers = {(m, b): make_scorer(m, b) for m in args.modes for b in args.batches}
     per_sequence = work.mean_prefix - work.shared_head["first-token"]
     refs = {b: MatmulReference(config, DTYPES[args.dtype], max(1, round(b * per_sequence)), logit_rows=b,
-                               min_flops_per_shape=1e9)
+                               min_flops_per_shape=1e9, device=args.device)
             for b in args.batches}
     t0 = time.perf_counter()
     authors.score(sequences[:2], catalog)
@@ -383,7 +389,7 @@ def run_throughput(args) -> dict:
             "title_tokens_exact": work.title_tokens, "flops": work.flops, "flops_ours": work.flops_ours,
             "shared_head_tokens": work.shared_head, "checks": checks, "authors": authors_row,
             "rows": rows, "raw_seconds": {str(k): v for k, v in raw.items()}, "threads": torch.get_num_threads(),
-            "repeats": args.repeats, "transformers": hf_version, "dtype": args.dtype}
+            "repeats": args.repeats, "transformers": hf_version, "dtype": args.dtype, "device": args.device}
 
 
 HEADER = (f"{'':<8} {'mode':<25} {'B':>3} {'seq/s':>8} {'tok/s':>8} {'GFLOP/s':>8} {'matmul':>7} {'of mm':>6} "

@@ -62,7 +62,7 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # ----------------------------------------------------------------------------------------------------
 
 class OursEngine:
-    def __init__(self, gguf, dtype, threads):
+    def __init__(self, gguf, dtype, threads, device="cpu"):
         import numpy as np
         import torch
 
@@ -71,11 +71,12 @@ class OursEngine:
         torch.set_num_threads(threads)
         llm4dsr.set_num_threads(threads)
         self.np = np
-        self.model = llm4dsr.LlamaModel.from_pretrained(gguf, dtype=dtype)
+        self.model = llm4dsr.LlamaModel.from_pretrained(gguf, device=device, dtype=dtype)
         self.model.eval()
         self.version = llm4dsr.__version__
 
     def prompt_processing(self, rows):
+        # The logits come back to the host as a CPU tensor: on a GPU that waits for the device's work.
         self.model.logits(self.np.asarray(rows, dtype=self.np.int64), positions=[-1])
 
     def generate(self, prompt, new_tokens):
@@ -83,7 +84,7 @@ class OursEngine:
 
 
 class HFEngine:
-    def __init__(self, gguf, dtype, threads):
+    def __init__(self, gguf, dtype, threads, device="cpu"):
         import torch
         import transformers
 
@@ -91,15 +92,17 @@ class HFEngine:
         self.torch = torch
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
-            os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch_dtype).eval()
+            os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch_dtype).to(device).eval()
+        self.device = device
         self.version = transformers.__version__
 
     def prompt_processing(self, rows):
         with self.torch.inference_mode():
-            self.model(input_ids=self.torch.tensor(rows), logits_to_keep=1, use_cache=False)
+            # .cpu(): the host waits for the device's work, as ours does
+            self.model(input_ids=self.torch.tensor(rows, device=self.device), logits_to_keep=1, use_cache=False).logits.cpu()
 
     def generate(self, prompt, new_tokens):
-        x = self.torch.tensor([prompt])
+        x = self.torch.tensor([prompt], device=self.device)
         with self.torch.inference_mode():
             out = self.model.generate(x, attention_mask=self.torch.ones_like(x), do_sample=False,
                                       max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=2)
@@ -184,9 +187,11 @@ def worker(args) -> int:
     max_batch = max(args.batches)
     try:
         if args.worker.startswith("ours-"):
-            engine = OursEngine(args.gguf, "float32" if args.worker.endswith("fp32") else "bfloat16", args.threads)
+            engine = OursEngine(args.gguf, "float32" if args.worker.endswith("fp32") else "bfloat16", args.threads,
+                                args.device)
         elif args.worker.startswith("hf-"):
-            engine = HFEngine(args.gguf, "float32" if args.worker.endswith("fp32") else "bfloat16", args.threads)
+            engine = HFEngine(args.gguf, "float32" if args.worker.endswith("fp32") else "bfloat16", args.threads,
+                              args.device)
         else:
             engine = LlamaCppEngine(args.gguf, args.threads, max_batch, args.prompt_len + args.new_tokens + 8,
                                     extra_buffers=not args.no_llama_extra_buffers)
@@ -217,6 +222,11 @@ def worker(args) -> int:
 
                 reply = {"peak_rss_mb": m["VmHWM"], "rss_mb": m["VmRSS"],
                          "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+                if args.device != "cpu":
+                    import torch
+
+                    torch.cuda.init()  # the stats read empty until Python's side of CUDA is initialised (ours allocates from C++)
+                    reply["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
             elif op == "quit":
                 return 0
             else:
@@ -277,7 +287,7 @@ class Engine:
     def __init__(self, name, python, args, prompts_file, extra=()):
         self.name, self.error, self.info = name, None, {}
         cmd = [python, os.path.abspath(__file__), "--worker", name, "--gguf", args.gguf, "--prompts", prompts_file,
-               "--threads", str(args.threads), "--prompt-len", str(args.prompt_len), "--new-tokens",
+               "--threads", str(args.threads), "--device", args.device, "--prompt-len", str(args.prompt_len), "--new-tokens",
                str(args.new_tokens), "--batches", *[str(b) for b in args.batches], *extra]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1",
                    OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY=args.omp_wait_policy)
@@ -340,6 +350,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--omp-wait-policy", default=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                    choices=["PASSIVE", "ACTIVE", "passive", "active"], help="OMP_WAIT_POLICY of every engine")
+    p.add_argument("--device", default="cpu",
+                   help="cpu or cuda[:N] for ours and transformers (llama.cpp is measured on the CPU only)")
     p.add_argument("--gguf", default="", help="the GGUF file (default: SmolLM2-135M-Instruct in the model cache)")
     p.add_argument("--json", default="", help="also write every figure to this file")
     p.add_argument("--setup-llama-cpp", action="store_true", help="build build/bench-venv with llama-cpp-python first")
@@ -376,7 +388,8 @@ def main(argv=None) -> int:
     try:
         for name in args.engines:
             if name == "llama.cpp":
-                reason = llama_cpp_unavailable_reason()
+                reason = llama_cpp_unavailable_reason() if args.device == "cpu" else \
+                    f"llama.cpp runs on the CPU; --device {args.device} compares ours with transformers on the GPU"
                 if reason:
                     skipped[name] = reason
                     continue
@@ -428,7 +441,7 @@ def main(argv=None) -> int:
     for e in engines:
         r = {"load_seconds": e.info.get("load_seconds"), "version": e.info.get("version"),
              "rss_after_load_mb": e.info.get("rss_after_load_mb"), "peak_rss_mb": memory[e.name].get("peak_rss_mb"),
-             "error": e.error}
+             "peak_gpu_mb": memory[e.name].get("peak_gpu_mb"), "error": e.error}
         for b in args.batches:
             times = pp[e.name][b]
             r[f"pp{b}_tokens_per_second"] = b * args.prompt_len / min(times) if times else None
@@ -454,8 +467,13 @@ def main(argv=None) -> int:
             cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
     except OSError:
         pass
+    where = ""
+    if args.device != "cpu":
+        import torch
+
+        where = f"; ours and transformers on {args.device} ({torch.cuda.get_device_name(torch.device(args.device))})"
     print(f"SmolLM2-135M-Instruct ({os.path.basename(args.gguf)}), {args.threads} threads "
-          f"(OMP_WAIT_POLICY={args.omp_wait_policy}), {cpu}")
+          f"(OMP_WAIT_POLICY={args.omp_wait_policy}), {cpu}{where}")
     print(f"prompt length {args.prompt_len}, decode {args.new_tokens} new tokens at batch 1, best of {args.repeats}; "
           f"load average {load_before[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     print()
@@ -469,6 +487,9 @@ def main(argv=None) -> int:
                   f"{fmt(r['peak_rss_mb']):>13}{fmt(r['rss_after_load_mb']):>13}{fmt(r['load_seconds'], 1):>8}")
         elif name in skipped:
             print(f"{name:<11}  not run: {skipped[name]}")
+    if args.device != "cpu":
+        print("peak GPU memory (torch.cuda.max_memory_allocated): " +
+              ", ".join(f"{n} {fmt(r['peak_gpu_mb'])} MB" for n, r in results.items()))
     for name, r in results.items():
         if r["error"]:
             print(f"{name}: failed during the run: {r['error']}")
@@ -516,7 +537,7 @@ def main(argv=None) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"results": results, "ratios": ratios, "targets": verdicts, "skipped": skipped, "notes": notes,
                        "threads": args.threads, "omp_wait_policy": args.omp_wait_policy, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-                       "repeats": args.repeats, "cpu": cpu, "load_average_start": load_before[0]}, f, indent=2)
+                       "repeats": args.repeats, "cpu": cpu, "device": args.device, "load_average_start": load_before[0]}, f, indent=2)
     return 0
 
 
