@@ -29,7 +29,8 @@ best other flagger per seed.
 Per-window vs per-user units (--unit-users users' training windows; see compare_units) are reported
 for SmolLM2 + LoRA in the last of --modes.
 
-    .venv/bin/python benchmarks/bench_denoise_ml100k.py [--seeds 1 2] [--pairs 1000] [--test-windows 1000]
+    .venv/bin/python benchmarks/bench_denoise_ml100k.py [--seeds 1 2] [--pairs 1000] [--epochs 1] [--test-windows 1000]
+        [--device cuda] [--no-scratch]
 """
 from __future__ import annotations
 
@@ -150,8 +151,8 @@ def run_seed(args, seed):
     with tempfile.TemporaryDirectory() as tmp:
         # SmolLM2 + LoRA.
         t0 = time.perf_counter()
-        base = llm4dsr.load_pretrained("smollm2-135m-instruct", dtype=args.dtype)
-        finetune(base, splits, dataset.catalog, args.pairs, seed, full=False, bf16=args.bf16, epochs=1, lr=args.lr,
+        base = llm4dsr.load_pretrained("smollm2-135m-instruct", device=args.device, dtype=args.dtype)
+        finetune(base, splits, dataset.catalog, args.pairs, seed, full=False, bf16=args.bf16, epochs=args.epochs, lr=args.lr,
                  out_dir=os.path.join(tmp, "smollm2"), lora_r=args.lora_r, target_modules=args.target_modules)
         timings["smollm2_finetune"] = time.perf_counter() - t0
         for mode in args.modes:
@@ -164,8 +165,11 @@ def run_seed(args, seed):
             units = compare_units(base, dataset.catalog, splits.train, args.unit_users, args.quantile,
                                   args.micro_batch_size, args.modes[-1], rng)
         del base
+        if not args.scratch:
+            return results, timings, {"test_windows": len(test), "noise_rate": float(np.concatenate(labels).mean()),
+                                      "units": units}
 
-        # From scratch: pretrain, then full instruction tuning.
+        # From scratch: pretrain, then full instruction tuning (on the CPU: the model is tiny).
         t0 = time.perf_counter()
         # Pretraining text: the titles and a sample of --scratch-windows training windows (all 75k
         # windows for several epochs would take hours on two cores).
@@ -193,6 +197,10 @@ def main():
     p.add_argument("--noise", type=float, default=0.1)
     p.add_argument("--pairs", type=int, default=1000)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs over the --pairs pairs (SmolLM2 + LoRA)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for SmolLM2 + LoRA (fine-tuning and scoring)")
+    p.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=True,
+                   help="also the from-scratch model (--no-scratch: SmolLM2 + LoRA against random and popularity only)")
     p.add_argument("--lora-r", type=int, default=16, help="alpha = 2 r")
     p.add_argument("--target-modules", default="all-linear", help="comma-separated, or all-linear")
     p.add_argument("--modes", nargs="+", default=["exact", "first-token"], help="scoring modes; the first is headline")
@@ -212,7 +220,8 @@ def main():
     p.add_argument("--json", default="", help="also write the results to this file")
     a = p.parse_args()
     llm4dsr.set_num_threads(a.threads)
-    print(f"threads={llm4dsr.num_threads()} pairs={a.pairs} test_windows={a.test_windows} quantile={a.quantile}")
+    print(f"threads={llm4dsr.num_threads()} device={a.device} pairs={a.pairs} epochs={a.epochs} "
+          f"test_windows={a.test_windows} quantile={a.quantile}")
     everything = {}
     for seed in a.seeds:
         results, timings, info = run_seed(a, seed)
