@@ -172,6 +172,7 @@ def test_cli_score_and_denoise_json(tiny_model_dir, tmp_path):
     for key in ("precision", "recall", "f1"):
         assert 0.0 <= summary[key] <= 1.0
     assert set(summary["random_flagger"]) == {"precision", "recall", "f1"}
+    assert (summary["device"], summary["dtype"], summary["mode"]) == ("cpu", "float32", "first-token")
     assert "p_noise_histogram" in summary["splits"]["train"]
     # The denoised splits read back (labels: whether an item differs from the user's original).
     ds = llm4dsr.read_dataset(str(out / "denoised"))
