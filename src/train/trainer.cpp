@@ -1,5 +1,6 @@
 #include "llm4dsr/train/trainer.h"
 
+#include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Generator.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
+#include <optional>
 
 #include "internal/random.h"
 #include "llm4dsr/data/writers.h"
@@ -99,6 +101,16 @@ std::vector<std::pair<std::string, torch::Tensor>> trainable_parameters(LlamaMod
 }
 
 at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
+
+// Off the CPU, LoRA dropout (torch::dropout) draws from the device's own default generator: it is
+// seeded and checkpointed with the CPU one, so that a GPU run is reproducible and resumes exactly.
+std::optional<at::Generator> device_generator(const torch::Device& device) {
+  if (device.is_cpu()) return std::nullopt;
+  return at::globalContext().defaultGenerator(device);
+}
+
+// "rng_cuda": by device type, so that "cuda" and "cuda:0" read the same entry.
+std::string device_rng_key(const torch::Device& device) { return "rng_" + c10::DeviceTypeName(device.type(), true); }
 
 // Rows of [rows, vocab] logits handled at once by LinearCrossEntropy: large enough for the lm_head GEMM
 // to run at full speed, small enough that the chunk buffers stay a few tens of MB.
@@ -318,17 +330,24 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
   const fs::path checkpoint = options_.output_dir.empty() ? fs::path() : fs::path(options_.output_dir) / "checkpoint.pt";
   TrainResult result;
   int64_t start_step = 0;
+  const torch::Device device = model_->device();
+  std::optional<at::Generator> device_gen = device_generator(device);  // a handle on the global generator
   {
-    // Dropout draws from the default CPU generator: seeding it makes a run reproducible, and its
-    // state goes into every checkpoint so a resumed run draws the same masks.
+    // Dropout draws from the default CPU generator (and the device's, off the CPU): seeding them makes
+    // a run reproducible, and their states go into every checkpoint so a resumed run draws the same masks.
     auto gen = cpu_generator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_current_seed(options_.seed);
   }
+  if (device_gen) {
+    std::lock_guard<std::mutex> lock(device_gen->mutex());
+    device_gen->set_current_seed(options_.seed);
+  }
   if (resume && !checkpoint.empty() && fs::exists(checkpoint)) {
     torch::serialize::InputArchive archive;
     try {
-      archive.load_from(checkpoint.string());
+      // Mapped to the model's device: a checkpoint written on a GPU resumes on the CPU and back.
+      archive.load_from(checkpoint.string(), device);
     } catch (const c10::Error& e) {
       LLM4DSR_THROW("cannot read training checkpoint " << checkpoint.string() << ": " << e.what_without_backtrace());
     }
@@ -354,9 +373,16 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
     optimizer.load(opt_archive);
     torch::Tensor rng_state;
     archive.read("rng", rng_state);
-    auto gen = cpu_generator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rng_state);
+    {
+      auto gen = cpu_generator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(rng_state.cpu());
+    }
+    torch::Tensor device_rng_state;
+    if (device_gen && archive.try_read(device_rng_key(device), device_rng_state)) {
+      std::lock_guard<std::mutex> lock(device_gen->mutex());
+      device_gen->set_state(device_rng_state.cpu());
+    }
     result.resumed_from_step = start_step;
   }
 
@@ -373,6 +399,10 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
       auto gen = cpu_generator();
       std::lock_guard<std::mutex> lock(gen.mutex());
       archive.write("rng", gen.get_state());
+    }
+    if (device_gen) {
+      std::lock_guard<std::mutex> lock(device_gen->mutex());
+      archive.write(device_rng_key(device), device_gen->get_state());
     }
     const std::string tmp = checkpoint.string() + ".tmp";
     archive.save_to(tmp);

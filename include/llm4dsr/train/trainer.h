@@ -9,7 +9,10 @@
 //
 // Checkpoints (trainable parameters, optimiser state, RNG state, progress) are written atomically to
 // `output_dir/checkpoint` every `save_steps` steps; train(..., resume = true) continues a killed run
-// from there and ends with the same parameters as an uninterrupted run with the same seed.
+// from there and ends with the same parameters as an uninterrupted run with the same seed. The RNG
+// state is the CPU generator's and, for a model on a GPU, that device's (which draws its dropout
+// masks); both are seeded from `seed`. A checkpoint is read onto the model's device, so a run started
+// on a GPU can resume on the CPU and the other way round.
 #pragma once
 
 #include <cstdint>
