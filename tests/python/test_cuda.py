@@ -221,7 +221,11 @@ def test_cuda_bf16_scores_flags_and_replacements_agree_with_cpu(mode):
 def test_cuda_lora_training_with_dropout_is_seeded_resumable_and_portable(tmp_path):
     """On the GPU, LoRA dropout draws from the CUDA generator: the Trainer seeds it and checkpoints its
     state, so two runs with one seed agree, a killed run resumed on the GPU equals an uninterrupted one,
-    and a checkpoint written on the GPU resumes on the CPU (its tensors mapped to the model's device)."""
+    and a checkpoint written on the GPU resumes on the CPU (its tensors mapped to the model's device).
+
+    "Agree" is measured against a run with another seed: some CUDA backward kernels (index_select's,
+    attention's) sum in a varying order, so two runs are not bit-identical, but their difference must
+    be far below what different dropout masks make."""
     hf = hf_model(seed=41, **CONFIGS["gqa_untied"])
     folder = save_hf(hf, tmp_path / "base")
     g = torch.Generator().manual_seed(8)
@@ -232,29 +236,33 @@ def test_cuda_lora_training_with_dropout_is_seeded_resumable_and_portable(tmp_pa
         m.add_lora(r=4, alpha=8, dropout=0.2, target_modules="all-linear", seed=2)
         return m
 
-    opts = dict(learning_rate=2e-3, num_epochs=2, micro_batch_size=4, save_steps=3, progress=False, seed=11)
-    first, second = fresh("cuda"), fresh("cuda")
-    llm4dsr.Trainer(first, output_dir=str(tmp_path / "a"), **opts).train(data)
-    llm4dsr.Trainer(second, output_dir=str(tmp_path / "a2"), **opts).train(data)
-    for k, v in first.lora_parameters().items():
-        assert torch.equal(v, second.lora_parameters()[k]), k
+    def distance(a, b):
+        pa, pb = a.lora_parameters(), b.lora_parameters()
+        return max((pa[k].cpu() - pb[k].cpu()).abs().max().item() for k in pa)
+
+    opts = dict(learning_rate=2e-3, num_epochs=2, micro_batch_size=4, save_steps=3, progress=False)
+    first, second, other = fresh("cuda"), fresh("cuda"), fresh("cuda")
+    llm4dsr.Trainer(first, output_dir=str(tmp_path / "a"), seed=11, **opts).train(data)
+    llm4dsr.Trainer(second, output_dir=str(tmp_path / "a2"), seed=11, **opts).train(data)
+    llm4dsr.Trainer(other, output_dir=str(tmp_path / "a3"), seed=12, **opts).train(data)
 
     def kill_at_5(progress):
         if progress["step"] == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        llm4dsr.Trainer(fresh("cuda"), output_dir=str(tmp_path / "b"), **opts).train(data, callback=kill_at_5)
+        llm4dsr.Trainer(fresh("cuda"), output_dir=str(tmp_path / "b"), seed=11, **opts).train(data, callback=kill_at_5)
     resumed = fresh("cuda")
-    out = llm4dsr.Trainer(resumed, output_dir=str(tmp_path / "b"), **opts).train(data, resume=True)
+    out = llm4dsr.Trainer(resumed, output_dir=str(tmp_path / "b"), seed=11, **opts).train(data, resume=True)
     assert out["resumed_from_step"] == 3
-    diff = max((v - resumed.lora_parameters()[k]).abs().max().item() for k, v in first.lora_parameters().items())
-    print(f"\n[cuda LoRA resume] max |uninterrupted - resumed| {diff:.2e}")
-    assert diff <= 1e-6
+    same, resume, seeds = distance(first, second), distance(first, resumed), distance(first, other)
+    print(f"\n[cuda LoRA dropout] max |diff| of the adapters: same seed {same:.2e}, killed and resumed {resume:.2e}, "
+          f"another seed {seeds:.2e}")
+    assert seeds > 0 and same <= 0.1 * seeds and resume <= 0.1 * seeds
 
     with pytest.raises(KeyboardInterrupt):
-        llm4dsr.Trainer(fresh("cuda"), output_dir=str(tmp_path / "c"), **opts).train(data, callback=kill_at_5)
+        llm4dsr.Trainer(fresh("cuda"), output_dir=str(tmp_path / "c"), seed=11, **opts).train(data, callback=kill_at_5)
     on_cpu = fresh("cpu")
-    out = llm4dsr.Trainer(on_cpu, output_dir=str(tmp_path / "c"), **opts).train(data, resume=True)
+    out = llm4dsr.Trainer(on_cpu, output_dir=str(tmp_path / "c"), seed=11, **opts).train(data, resume=True)
     assert out["resumed_from_step"] == 3 and out["steps"] == 16
     assert all(t.device.type == "cpu" and torch.isfinite(t).all() for t in on_cpu.lora_parameters().values())
