@@ -353,6 +353,7 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
     }
     torch::Tensor meta;
     archive.read("meta", meta);
+    meta = meta.cpu();  // read onto the model's device with the rest
     const auto m = meta.accessor<int64_t, 1>();
     LLM4DSR_CHECK(m[1] == num_examples && m[2] == total,
                   "checkpoint " << checkpoint.string() << " was written for " << m[1] << " examples / " << m[2]
