@@ -515,7 +515,7 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
                                       KVCache* cache, const torch::Tensor& positions) {
   if (!positions.defined() || at::GradMode::is_enabled())
     return logits_from_hidden(forward_hidden(input_ids, attention_mask, cache), positions);
-  LLM4DSR_CHECK(input_ids.dim() == 2, "LlamaModel: input_ids must be [batch, seq], got shape " << input_ids.sizes());
+  check_forward_inputs(input_ids, cache);  // before input_ids' sizes are read
   const auto pos = checked_positions(positions, input_ids.size(0), input_ids.size(1), device_);
   return torch::linear(forward_hidden_impl(input_ids, attention_mask, cache, pos), lm_head_weight);
 }
