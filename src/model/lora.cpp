@@ -41,67 +41,102 @@ inline uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Inverted dropout of the adapter input on CPU: x / (1 - p) where kept, 0 elsewhere, kept with
-// probability 1 - p (to 2^-32). torch::dropout draws a float Bernoulli tensor, divides it and multiplies (three
-// passes and two full-size temporaries, several ms per call at [1024, 576]); here one pass draws the
-// mask and writes the output, and the mask kept for backward is one byte per element. The seed is
-// drawn from the default CPU generator, so seeding it (the Trainer does, and checkpoints its state)
-// makes the masks reproducible.
-struct LoraDropout : public torch::autograd::Function<LoraDropout> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, double p) {
-    const torch::Tensor input = x.contiguous();
-    torch::Tensor out = torch::empty_like(input);
-    torch::Tensor mask = torch::empty(input.sizes(), input.options().dtype(torch::kBool));
-    const double keep = 1.0 - p;
-    const uint64_t threshold = static_cast<uint64_t>(std::llround(keep * 4294967296.0));
-    uint64_t seed;
-    {
-      auto gen = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      seed = gen.get<at::CPUGeneratorImpl>()->random64();
+// The seed of one dropout mask, drawn from the default CPU generator: seeding that generator (the
+// Trainer does, and checkpoints its state) makes the masks reproducible.
+uint64_t draw_dropout_seed() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get<at::CPUGeneratorImpl>()->random64();
+}
+
+// Inverted dropout of x [tokens, in] into the adapters' fp32: fills scale[i] with 1 / keep where element
+// i is kept and 0 elsewhere, and returns h = x * scale. Element i is kept when its 32-bit draw is below
+// keep * 2^32, and each 64-bit draw of the counter-based stream (seed, j) decides elements 2j and 2j + 1,
+// so the mask does not depend on how the elements are split across threads. The draws are the one
+// scalar loop; conversions and products elsewhere go through ATen's vectorised kernels.
+template <typename In>
+void dropout_draw(const In* x, float* h, float* scale, int64_t n, uint64_t seed, double keep) {
+  const uint64_t threshold = static_cast<uint64_t>(std::llround(keep * 4294967296.0));
+  const float kept_scale = static_cast<float>(1.0 / keep);
+  at::parallel_for(0, (n + 1) / 2, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const uint64_t r = splitmix64(seed + static_cast<uint64_t>(j) * 0x9e3779b97f4a7c15ULL);
+      for (int64_t i = 2 * j; i < std::min<int64_t>(n, 2 * j + 2); ++i) {
+        scale[i] = ((i & 1) ? (r >> 32) : (r & 0xffffffffULL)) < threshold ? kept_scale : 0.0f;
+        h[i] = static_cast<float>(x[i]) * scale[i];
+      }
     }
-    const int64_t n = input.numel();
-    bool* m = mask.data_ptr<bool>();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "lora_dropout", [&] {
-      using opmath_t = at::opmath_type<scalar_t>;
-      const scalar_t* in = input.const_data_ptr<scalar_t>();
-      scalar_t* o = out.data_ptr<scalar_t>();
-      const opmath_t scale = static_cast<opmath_t>(1.0 / keep);
-      // Each 64-bit draw decides two elements.
-      at::parallel_for(0, (n + 1) / 2, 16384, [&](int64_t begin, int64_t end) {
-        for (int64_t j = begin; j < end; ++j) {
-          const uint64_t r = splitmix64(seed + static_cast<uint64_t>(j) * 0x9e3779b97f4a7c15ULL);
-          for (int64_t i = 2 * j; i < std::min<int64_t>(n, 2 * j + 2); ++i) {
-            const bool kept = ((i & 1) ? (r >> 32) : (r & 0xffffffffULL)) < threshold;
-            m[i] = kept;
-            o[i] = kept ? static_cast<scalar_t>(static_cast<opmath_t>(in[i]) * scale) : scalar_t(0);
-          }
-        }
-      });
-    });
-    ctx->save_for_backward({mask});
-    ctx->saved_data["scale"] = 1.0 / keep;
-    return out;
+  });
+}
+
+// h = dropout(x) in fp32, and the per-element scale it applied (for backward), for contiguous x.
+std::pair<torch::Tensor, torch::Tensor> lora_dropout_fp32(const torch::Tensor& x, double p) {
+  torch::Tensor h = torch::empty(x.sizes(), x.options().dtype(torch::kFloat32));
+  torch::Tensor scale = torch::empty_like(h);
+  const uint64_t seed = draw_dropout_seed();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "lora_dropout", [&] {
+    dropout_draw<scalar_t>(x.const_data_ptr<scalar_t>(), h.data_ptr<float>(), scale.data_ptr<float>(), x.numel(), seed,
+                           1.0 - p);
+  });
+  return {h, scale};
+}
+
+// The adapter branch of a LoRA linear, training on the CPU: out = y + s * B(A(dropout(x))), computed in
+// the adapters' dtype and rounded to y's once (PEFT's fp32 adapters over a bf16 base: its bf16 + fp32 sum
+// promotes, then is cast back). One autograd node in place of about ten (conversion, dropout, two
+// products, scale, sum, cast): x is converted and dropped out in one pass, the incoming gradient is
+// converted once, and backward rebuilds the dropped input from x and the one-byte mask instead of keeping
+// an adapter-dtype copy of it.
+struct LoraBranch : public torch::autograd::Function<LoraBranch> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& y, const torch::Tensor& x,
+                               const torch::Tensor& lora_A, const torch::Tensor& lora_B, double dropout,
+                               double scaling) {
+    const int64_t in = lora_A.size(1), out = lora_B.size(0);
+    const torch::Tensor x2 = x.reshape({-1, in}).contiguous();
+    torch::Tensor h, scale;  // dropout > 0 only with fp32 adapters (add_lora's condition)
+    if (dropout > 0.0)
+      std::tie(h, scale) = lora_dropout_fp32(x2, dropout);
+    else
+      h = x2.to(lora_A.scalar_type());
+    const torch::Tensor down = torch::mm(h, lora_A.t()).mul_(scaling);  // [tokens, r]: the scale on the rank-r side
+    const torch::Tensor y2 = y.reshape({-1, out});
+    torch::Tensor result;
+    if (y.scalar_type() == lora_B.scalar_type()) {
+      result = at::addmm(y2, down, lora_B.t());
+    } else {
+      // In the adapters' dtype and rounded once; a mixed-dtype sum would take ATen's slow unvectorised path.
+      result = y2.to(lora_B.scalar_type()).addmm_(down, lora_B.t()).to(y.scalar_type());
+    }
+    ctx->save_for_backward({x2, lora_A, lora_B, down, scale});
+    ctx->saved_data["scaling"] = scaling;
+    return result.view(y.sizes());
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const torch::Tensor mask = ctx->get_saved_variables()[0];
-    const double scale = ctx->saved_data["scale"].toDouble();
-    const torch::Tensor g = grads[0].contiguous();
-    torch::Tensor dx = torch::empty_like(g);
-    const bool* m = mask.const_data_ptr<bool>();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, g.scalar_type(), "lora_dropout_backward", [&] {
-      using opmath_t = at::opmath_type<scalar_t>;
-      const scalar_t* gi = g.const_data_ptr<scalar_t>();
-      scalar_t* o = dx.data_ptr<scalar_t>();
-      const opmath_t s = static_cast<opmath_t>(scale);
-      at::parallel_for(0, g.numel(), 32768, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i)
-          o[i] = m[i] ? static_cast<scalar_t>(static_cast<opmath_t>(gi[i]) * s) : scalar_t(0);
-      });
-    });
-    return {dx, torch::Tensor()};
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x2 = saved[0], &lora_A = saved[1], &lora_B = saved[2], &down = saved[3], &scale = saved[4];
+    const double scaling = ctx->saved_data["scaling"].toDouble();
+    const torch::Tensor& g = grads[0];
+    const torch::Tensor g2 = g.reshape({-1, lora_B.size(0)}).to(lora_B.scalar_type()).contiguous();
+    torch::Tensor grad_x, grad_A, grad_B;
+    if (ctx->needs_input_grad(3)) grad_B = torch::mm(g2.t(), down);
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      const torch::Tensor grad_down = torch::mm(g2, lora_B).mul_(scaling);  // [tokens, r]
+      if (ctx->needs_input_grad(2)) {
+        torch::Tensor h = x2.to(lora_A.scalar_type());
+        if (scale.defined()) h = h.is_same(x2) ? h * scale : h.mul_(scale);
+        grad_A = torch::mm(grad_down.t(), h);
+      }
+      if (ctx->needs_input_grad(1)) {
+        torch::Tensor grad_h = torch::mm(grad_down, lora_A);
+        if (scale.defined()) grad_h.mul_(scale);
+        auto sizes = g.sizes().vec();
+        sizes.back() = lora_A.size(1);
+        grad_x = grad_h.to(x2.scalar_type()).view(sizes);
+      }
+    }
+    return {ctx->needs_input_grad(0) ? g : torch::Tensor(), grad_x, grad_A, grad_B, torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -184,9 +219,18 @@ torch::Tensor LoraLinearImpl::forward_add(const torch::Tensor& x, const torch::T
 
 torch::Tensor LoraLinearImpl::add_lora(const torch::Tensor& y, const torch::Tensor& x) {
   if (!lora_A.defined() || merged_) return y;
-  torch::Tensor h = x.to(lora_A.scalar_type());
-  if (dropout_ > 0.0 && is_training())
-    h = h.device().is_cpu() ? LoraDropout::apply(h, dropout_) : torch::dropout(h, dropout_, /*train=*/true);
+  const double dropout = is_training() ? dropout_ : 0.0;
+  const bool fp32_adapters = lora_A.scalar_type() == torch::kFloat32;
+  if (at::GradMode::is_enabled() && x.device().is_cpu() && !at::autocast::is_autocast_enabled(x.device().type()) &&
+      (dropout == 0.0 || fp32_adapters))
+    return LoraBranch::apply(y, x, lora_A, lora_B, dropout, scaling_);
+  torch::Tensor h;
+  if (dropout > 0.0 && x.device().is_cpu() && !at::GradMode::is_enabled() && fp32_adapters) {
+    h = lora_dropout_fp32(x.contiguous(), dropout).first;
+  } else {
+    h = x.to(lora_A.scalar_type());
+    if (dropout > 0.0) h = torch::dropout(h, dropout, /*train=*/true);
+  }
   // The scale goes on the rank-r intermediate ([tokens, r]) rather than on the [tokens, out] product.
   const torch::Tensor down = torch::linear(h, lora_A).reshape({-1, rank_}) * scaling_;
   const bool same_dtype = y.scalar_type() == lora_B.scalar_type();
