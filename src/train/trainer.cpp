@@ -115,15 +115,20 @@ std::string device_rng_key(const torch::Device& device) { return "rng_" + c10::D
 // Rows of [rows, vocab] logits handled at once by LinearCrossEntropy: large enough for the lm_head GEMM
 // to run at full speed, small enough that the chunk buffers stay a few tens of MB.
 constexpr int64_t kLossChunkElements = int64_t(1) << 23;
+// Rows of a chunk whose fp32 log-softmax is formed at once: about 1 MB, so that the passes over it
+// (upcast, log-softmax, exp, the one-hot subtraction, the cast back) run in cache, and its buffer stays
+// far below glibc's mmap threshold (32 MB) and is recycled rather than page-faulted in on every call.
+constexpr int64_t kSoftmaxBlockElements = int64_t(1) << 18;
 
 // sum_i cross_entropy(hidden[i] . weight^T, target[i]) in fp32, the lm_head fused with the loss.
 //
-// The logits are formed chunk by chunk in two reused buffers (the GEMM's output in the model's dtype,
-// then fp32 log-probabilities, as HF upcasts them), so no [rows, vocab] tensor is ever allocated:
-// at a 49152-token vocabulary the full-size logits, log-softmax and their gradients would each be
-// hundreds of MB, filled page by page on every step. When a gradient is needed it is formed in the
-// same pass, (softmax - onehot) times the weight, and kept [rows, hidden]-sized until backward()
-// scales it by the incoming gradient.
+// The logits are formed chunk by chunk in a reused buffer (the GEMM's output in the model's dtype),
+// then turned into fp32 log-probabilities a few rows at a time, as HF upcasts them; no [rows, vocab]
+// tensor is ever allocated: at a 49152-token vocabulary the full-size logits, log-softmax and their
+// gradients would each be hundreds of MB, filled page by page on every step. When a gradient is needed
+// it is formed in the same pass, (softmax - onehot) rounded to the model's dtype in place of the
+// logits, times the weight, and kept [rows, hidden]-sized until backward() scales it by the incoming
+// gradient.
 struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
                                const torch::Tensor& weight, const torch::Tensor& target, int64_t chunk_rows,
@@ -131,11 +136,14 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
     const int64_t rows = hidden.size(0), vocab = weight.size(0);
     const int64_t chunk =
         std::max<int64_t>(1, std::min<int64_t>(rows, chunk_rows > 0 ? chunk_rows : kLossChunkElements / vocab));
+    const int64_t block = std::max<int64_t>(1, std::min<int64_t>(chunk, kSoftmaxBlockElements / vocab));
     const auto f32 = hidden.options().dtype(torch::kFloat32);
     const bool fp32 = hidden.scalar_type() == torch::kFloat32;
+    const bool need_grad = need_hidden || need_weight;
     torch::Tensor logits = torch::empty({chunk, vocab}, hidden.options());
-    torch::Tensor upcast = fp32 ? logits : torch::empty({chunk, vocab}, f32);
-    torch::Tensor logp = torch::empty({chunk, vocab}, f32);
+    torch::Tensor upcast = fp32 ? torch::Tensor() : torch::empty({block, vocab}, f32);
+    torch::Tensor logp = torch::empty({block, vocab}, f32);
+    const torch::Tensor minus_one = torch::full({block, 1}, -1.0, f32);
     torch::Tensor grad_hidden = need_hidden ? torch::empty_like(hidden) : torch::Tensor();
     // fp32 accumulator for the weight's gradient across chunks (bf16 sums would round per chunk).
     torch::Tensor grad_weight = need_weight ? torch::zeros(weight.sizes(), f32) : torch::Tensor();
@@ -143,23 +151,25 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
     for (int64_t start = 0; start < rows; start += chunk) {
       const int64_t n = std::min(chunk, rows - start);
       const torch::Tensor h = hidden.narrow(0, start, n);
-      const torch::Tensor t = target.narrow(0, start, n).unsqueeze(1);
-      torch::Tensor l = logits.narrow(0, 0, n), u = upcast.narrow(0, 0, n), lp = logp.narrow(0, 0, n);
+      torch::Tensor l = logits.narrow(0, 0, n);
       at::mm_out(l, h, weight.t());
-      if (!fp32) u.copy_(l);
-      at::_log_softmax_out(lp, u, 1, /*half_to_float=*/false);
-      total.sub_(lp.gather(1, t).sum());
-      if (!need_hidden && !need_weight) continue;
-      // d loss / d logits = softmax - onehot(target), rounded to the model's dtype as HF's cast back does.
-      lp.exp_().scatter_add_(1, t, torch::full({n, 1}, -1.0, f32));
-      const torch::Tensor d = fp32 ? lp : l.copy_(lp);
+      for (int64_t b = 0; b < n; b += block) {
+        const int64_t m = std::min(block, n - b);
+        const torch::Tensor t = target.narrow(0, start + b, m).unsqueeze(1);
+        torch::Tensor lb = l.narrow(0, b, m), lp = logp.narrow(0, 0, m);
+        const torch::Tensor u = fp32 ? lb : upcast.narrow(0, 0, m).copy_(lb);
+        at::_log_softmax_out(lp, u, 1, /*half_to_float=*/false);
+        total.sub_(lp.gather(1, t).sum());
+        // d loss / d logits = softmax - onehot(target), rounded to the model's dtype as HF's cast back does.
+        if (need_grad) lb.copy_(lp.exp_().scatter_add_(1, t, minus_one.narrow(0, 0, m)));
+      }
       if (need_hidden) {
         torch::Tensor gh = grad_hidden.narrow(0, start, n);
-        at::mm_out(gh, d, weight);
+        at::mm_out(gh, l, weight);
       }
       if (need_weight) {
-        if (fp32) grad_weight.addmm_(d.t(), h);
-        else grad_weight.add_(torch::mm(d.t(), h));
+        if (fp32) grad_weight.addmm_(l.t(), h);
+        else grad_weight.add_(torch::mm(l.t(), h));
       }
     }
     if (need_weight) grad_weight = grad_weight.to(weight.scalar_type());
