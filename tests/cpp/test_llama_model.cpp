@@ -383,20 +383,27 @@ TEST_CASE("LoRA: zero B is a no-op, the forward follows the formula, merge/unmer
   CHECK(rs.scaling() == Approx(2.0));
 }
 
-TEST_CASE("LoRA dropout: inverted Bernoulli mask, reproducible from the CPU seed, gradient = mask", "[model][lora]") {
-  // W = 0, A = B = I and alpha = r: the layer's output is dropout(x) itself.
-  const int64_t n = 64;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+namespace {
+
+// An n x n LoraLinear in training mode with W = 0, A = B = I and alpha = r: its output is dropout(x) itself.
+llm4dsr::LoraLinear dropout_probe(int64_t n, double p, at::Generator& gen) {
   llm4dsr::LoraLinear lin(n, n, /*bias=*/false, torch::TensorOptions());
-  const double p = 0.3;
   lin->add_adapter(n, double(n), p, /*use_rslora=*/false, gen);
-  {
-    torch::NoGradGuard g;
-    lin->weight.zero_();
-    lin->lora_A.copy_(torch::eye(n));
-    lin->lora_B.copy_(torch::eye(n));
-  }
+  torch::NoGradGuard g;
+  lin->weight.zero_();
+  lin->lora_A.copy_(torch::eye(n));
+  lin->lora_B.copy_(torch::eye(n));
   lin->train();
+  return lin;
+}
+
+}  // namespace
+
+TEST_CASE("LoRA dropout: inverted Bernoulli mask, reproducible from the CPU seed, gradient = mask", "[model][lora]") {
+  const int64_t n = 64;
+  const double p = 0.3;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  llm4dsr::LoraLinear lin = dropout_probe(n, p, gen);
   auto x = torch::ones({1000, n}).requires_grad_(true);
   torch::manual_seed(5);
   auto y = lin(x);
@@ -421,7 +428,7 @@ TEST_CASE("LoRA training step with dropout: output and gradients equal autograd 
           "[model][lora]") {
   // The reference is PEFT's computation written out: out = y + s * B(A(dropout(x))) in the adapters' fp32,
   // rounded to the base's dtype once, differentiated by autograd. Its mask comes from a probe layer
-  // (W = 0, A = B = I, alpha = r) run from the same seed on ones of the same shape: the mask depends only
+  // (dropout_probe) run from the same seed on ones of the same shape: the mask depends only
   // on the seed and the element index, so the probe returns mask / keep.
   const int64_t tokens = 37, in = 24, out = 40, r = 4;
   const double p = 0.3, alpha = 8.0, s = alpha / r;
@@ -435,16 +442,8 @@ TEST_CASE("LoRA training step with dropout: output and gradients equal autograd 
       lin->weight.copy_(torch::randn({out, in}) * 0.2);
       lin->lora_B.copy_(torch::randn({out, r}));  // B = 0 at creation would hide A's gradient
     }
-    llm4dsr::LoraLinear probe(in, in, /*bias=*/false, torch::TensorOptions());
-    probe->add_adapter(in, double(in), p, /*use_rslora=*/false, gen);
-    {
-      torch::NoGradGuard g;
-      probe->weight.zero_();
-      probe->lora_A.copy_(torch::eye(in));
-      probe->lora_B.copy_(torch::eye(in));
-    }
+    llm4dsr::LoraLinear probe = dropout_probe(in, p, gen);
     lin->train();
-    probe->train();
     const auto x0 = torch::randn({2, tokens, in}).to(dtype);
     const auto upstream = torch::randn({2, tokens, out}).to(dtype);
 
