@@ -49,8 +49,8 @@ uint64_t draw_dropout_seed() {
   return gen.get<at::CPUGeneratorImpl>()->random64();
 }
 
-// Inverted dropout of x [tokens, in] into the adapters' fp32: fills scale[i] with 1 / keep where element
-// i is kept and 0 elsewhere, and returns h = x * scale. Element i is kept when its 32-bit draw is below
+// Inverted dropout of x [tokens, in] into the adapters' fp32: writes scale[i] = 1 / keep where element
+// i is kept and 0 elsewhere, and h[i] = x[i] * scale[i]. Element i is kept when its 32-bit draw is below
 // keep * 2^32, and each 64-bit draw of the counter-based stream (seed, j) decides elements 2j and 2j + 1,
 // so the mask does not depend on how the elements are split across threads. The draws are the one
 // scalar loop; conversions and products elsewhere go through ATen's vectorised kernels.
@@ -85,8 +85,8 @@ std::pair<torch::Tensor, torch::Tensor> lora_dropout_fp32(const torch::Tensor& x
 // the adapters' dtype and rounded to y's once (PEFT's fp32 adapters over a bf16 base: its bf16 + fp32 sum
 // promotes, then is cast back). One autograd node in place of about ten (conversion, dropout, two
 // products, scale, sum, cast): x is converted and dropped out in one pass, the incoming gradient is
-// converted once, and backward rebuilds the dropped input from x and the one-byte mask instead of keeping
-// an adapter-dtype copy of it.
+// converted once. Backward keeps only the per-element dropout scale (which the input's gradient needs
+// anyway) and rebuilds the dropped input from it and x, instead of keeping both a mask and that input.
 struct LoraBranch : public torch::autograd::Function<LoraBranch> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& y, const torch::Tensor& x,
                                const torch::Tensor& lora_A, const torch::Tensor& lora_B, double dropout,
