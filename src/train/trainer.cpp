@@ -115,7 +115,7 @@ std::string device_rng_key(const torch::Device& device) { return "rng_" + c10::D
 // Rows of [rows, vocab] logits handled at once by LinearCrossEntropy: large enough for the lm_head GEMM
 // to run at full speed, small enough that the chunk buffers stay a few tens of MB.
 constexpr int64_t kLossChunkElements = int64_t(1) << 23;
-// Rows of a chunk whose fp32 log-softmax is formed at once: about 1 MB, so that the passes over it
+// Rows of a chunk whose fp32 log-softmax is formed at once on the CPU: about 1 MB, so that the passes over it
 // (upcast, log-softmax, exp, the one-hot subtraction, the cast back) run in cache, and its buffer stays
 // far below glibc's mmap threshold (32 MB) and is recycled rather than page-faulted in on every call.
 constexpr int64_t kSoftmaxBlockElements = int64_t(1) << 18;
@@ -136,7 +136,10 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
     const int64_t rows = hidden.size(0), vocab = weight.size(0);
     const int64_t chunk =
         std::max<int64_t>(1, std::min<int64_t>(rows, chunk_rows > 0 ? chunk_rows : kLossChunkElements / vocab));
-    const int64_t block = std::max<int64_t>(1, std::min<int64_t>(chunk, kSoftmaxBlockElements / vocab));
+    // On a GPU the whole chunk is one block: there, small blocks would only multiply kernel launches.
+    const int64_t block = hidden.device().is_cpu()
+                              ? std::max<int64_t>(1, std::min<int64_t>(chunk, kSoftmaxBlockElements / vocab))
+                              : chunk;
     const auto f32 = hidden.options().dtype(torch::kFloat32);
     const bool fp32 = hidden.scalar_type() == torch::kFloat32;
     const bool need_grad = need_hidden || need_weight;
