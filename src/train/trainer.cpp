@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
-#include <optional>
 
 #include "internal/random.h"
 #include "llm4dsr/data/writers.h"
@@ -100,17 +99,22 @@ std::vector<std::pair<std::string, torch::Tensor>> trainable_parameters(LlamaMod
   return out;
 }
 
-at::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
+// A default generator the dropout masks draw from, and its entry in a checkpoint.
+struct DropoutGenerator {
+  at::Generator generator;  // a handle on the global generator
+  std::string key;
+  bool required;  // in every checkpoint (the CPU's); a device's is absent from a checkpoint written on the CPU
+};
 
-// Off the CPU, LoRA dropout (torch::dropout) draws from the device's own default generator: it is
-// seeded and checkpointed with the CPU one, so that a GPU run is reproducible and resumes exactly.
-std::optional<at::Generator> device_generator(const torch::Device& device) {
-  if (device.is_cpu()) return std::nullopt;
-  return at::globalContext().defaultGenerator(device);
+// The default CPU generator ("rng": CPU dropout draws its seeds there) and, off the CPU, the device's own
+// ("rng_cuda": by device type, so that "cuda" and "cuda:0" read the same entry), which torch::dropout
+// draws from there. Seeding and checkpointing both makes a GPU run reproducible and resume exactly.
+std::vector<DropoutGenerator> dropout_generators(const torch::Device& device) {
+  std::vector<DropoutGenerator> out{{at::detail::getDefaultCPUGenerator(), "rng", true}};
+  if (!device.is_cpu())
+    out.push_back({at::globalContext().defaultGenerator(device), "rng_" + c10::DeviceTypeName(device.type(), true), false});
+  return out;
 }
-
-// "rng_cuda": by device type, so that "cuda" and "cuda:0" read the same entry.
-std::string device_rng_key(const torch::Device& device) { return "rng_" + c10::DeviceTypeName(device.type(), true); }
 
 // Rows of [rows, vocab] logits handled at once by LinearCrossEntropy: large enough for the lm_head GEMM
 // to run at full speed, small enough that the chunk buffers stay a few tens of MB.
@@ -344,17 +348,12 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
   TrainResult result;
   int64_t start_step = 0;
   const torch::Device device = model_->device();
-  std::optional<at::Generator> device_gen = device_generator(device);  // a handle on the global generator
-  {
-    // Dropout draws from the default CPU generator (and the device's, off the CPU): seeding them makes
-    // a run reproducible, and their states go into every checkpoint so a resumed run draws the same masks.
-    auto gen = cpu_generator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_current_seed(options_.seed);
-  }
-  if (device_gen) {
-    std::lock_guard<std::mutex> lock(device_gen->mutex());
-    device_gen->set_current_seed(options_.seed);
+  // Dropout draws from these generators: seeding them makes a run reproducible, and their states go into
+  // every checkpoint so a resumed run draws the same masks.
+  std::vector<DropoutGenerator> generators = dropout_generators(device);
+  for (auto& g : generators) {
+    std::lock_guard<std::mutex> lock(g.generator.mutex());
+    g.generator.set_current_seed(options_.seed);
   }
   if (resume && !checkpoint.empty() && fs::exists(checkpoint)) {
     torch::serialize::InputArchive archive;
@@ -385,17 +384,14 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
     torch::serialize::InputArchive opt_archive;
     archive.read("optimizer", opt_archive);
     optimizer.load(opt_archive);
-    torch::Tensor rng_state;
-    archive.read("rng", rng_state);
-    {
-      auto gen = cpu_generator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(rng_state.cpu());
-    }
-    torch::Tensor device_rng_state;
-    if (device_gen && archive.try_read(device_rng_key(device), device_rng_state)) {
-      std::lock_guard<std::mutex> lock(device_gen->mutex());
-      device_gen->set_state(device_rng_state.cpu());
+    for (auto& g : generators) {
+      torch::Tensor state;
+      if (g.required)
+        archive.read(g.key, state);
+      else if (!archive.try_read(g.key, state))
+        continue;
+      std::lock_guard<std::mutex> lock(g.generator.mutex());
+      g.generator.set_state(state.cpu());
     }
     result.resumed_from_step = start_step;
   }
@@ -409,14 +405,9 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
     torch::serialize::OutputArchive opt_archive;
     optimizer.save(opt_archive);
     archive.write("optimizer", opt_archive);
-    {
-      auto gen = cpu_generator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      archive.write("rng", gen.get_state());
-    }
-    if (device_gen) {
-      std::lock_guard<std::mutex> lock(device_gen->mutex());
-      archive.write(device_rng_key(device), device_gen->get_state());
+    for (auto& g : generators) {
+      std::lock_guard<std::mutex> lock(g.generator.mutex());
+      archive.write(g.key, g.generator.get_state());
     }
     const std::string tmp = checkpoint.string() + ".tmp";
     archive.save_to(tmp);
