@@ -1,16 +1,14 @@
 #include "llm4dsr/model/llama_model.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/cpu/Utils.h>
 
-#include <atomic>
 #include <cmath>
 
 #include <torch/torch.h>
 
 #include "internal/rms_norm.h"
 #include "llm4dsr/error.h"
+#include "model/packed_linear.h"
 
 namespace llm4dsr {
 
@@ -115,62 +113,6 @@ struct RMSNormFunction : public torch::autograd::Function<RMSNormFunction> {
     return {dx, dweight, torch::Tensor()};
   }
 };
-
-// oneDNN's linear with post-ops, as torch.compile's CPU backend uses it: mkldnn::_linear_pointwise,
-// looked up once through the dispatcher (it is registered by libtorch, not declared in its headers).
-const c10::OperatorHandle* linear_pointwise_op(const char* overload) {
-  auto find = [](const char* o) -> std::optional<c10::OperatorHandle> {
-    return c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", o});
-  };
-  static const std::optional<c10::OperatorHandle> unary = find("");
-  static const std::optional<c10::OperatorHandle> binary = find("binary");
-  const auto& op = std::string(overload).empty() ? unary : binary;
-  return op ? &*op : nullptr;
-}
-
-// Whether this machine runs bf16 GEMMs natively (AVX512-BF16 or AMX), so oneDNN is ATen's own bf16 path.
-bool native_bf16_gemm() {
-  static const bool yes = [] {
-    const auto caps = at::cpu::get_cpu_capabilities();
-    auto has = [&](const char* key) {
-      auto it = caps.find(key);
-      return it != caps.end() && it->second.isBool() && it->second.toBool();
-    };
-    return at::globalContext().userEnabledMkldnn() && (has("avx512_bf16") || has("amx_bf16"));
-  }();
-  return yes;
-}
-
-// silu(x gate^T) * (x up^T) for a bf16 CPU MLP without recorded gradients, as two oneDNN GEMMs whose
-// epilogues apply the SiLU and the product: the [tokens, intermediate] activations are written once
-// instead of being re-read by separate silu and mul passes. The epilogues work on the fp32
-// accumulators, so the result differs from the unfused one by bf16 rounding only. Undefined when the
-// fused path does not apply (then the caller computes it step by step).
-torch::Tensor fused_swiglu(const torch::Tensor& x, const torch::Tensor& gate_weight, const torch::Tensor& up_weight) {
-  static std::atomic<bool> broken{false};
-  if (broken.load() || !x.device().is_cpu() || x.scalar_type() != torch::kBFloat16 ||
-      gate_weight.scalar_type() != torch::kBFloat16 || up_weight.scalar_type() != torch::kBFloat16 ||
-      !native_bf16_gemm())
-    return {};
-  const c10::OperatorHandle* unary = linear_pointwise_op("");
-  const c10::OperatorHandle* binary = linear_pointwise_op("binary");
-  if (!unary || !binary) return {};
-  try {
-    const torch::Tensor x2 = x.reshape({-1, x.size(-1)}).contiguous();
-    torch::jit::Stack stack{x2, gate_weight, c10::IValue(), std::string("swish"),
-                            c10::List<std::optional<at::Scalar>>(), c10::IValue()};
-    unary->callBoxed(stack);
-    const torch::Tensor gate = stack.at(0).toTensor();
-    stack = {x2, gate, up_weight, c10::IValue(), std::string("mul")};
-    binary->callBoxed(stack);
-    auto sizes = x.sizes().vec();
-    sizes.back() = up_weight.size(0);
-    return stack.at(0).toTensor().view(sizes);
-  } catch (const c10::Error&) {
-    broken = true;  // e.g. a libtorch built without oneDNN's post-ops: the unfused path for good
-    return {};
-  }
-}
 
 // HF's default inverse frequencies, computed exactly as transformers does (int64 arange cast to fp32).
 torch::Tensor base_inv_freq(double base, int64_t dim) {
@@ -282,7 +224,8 @@ torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) { return down_proj(a
 torch::Tensor LlamaMLPImpl::activation(const torch::Tensor& x) {
   if (!at::GradMode::is_enabled() && !gate_proj->bias.defined() && !up_proj->bias.defined() &&
       !(gate_proj->has_adapter() && !gate_proj->merged()) && !(up_proj->has_adapter() && !up_proj->merged())) {
-    torch::Tensor fused = fused_swiglu(x, gate_proj->weight, up_proj->weight);
+    torch::Tensor fused = detail::fused_swiglu(x, gate_proj->inference_weight(x), up_proj->inference_weight(x),
+                                               gate_proj->out_features());
     if (fused.defined()) return fused;
   }
   torch::Tensor gate = gate_proj(x), up = up_proj(x);
@@ -313,7 +256,7 @@ torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const Atten
 // ---------------------------------------------------------------------------------------------------
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, torch::Device device, torch::Dtype dtype, uint64_t seed,
                                bool initialize)
-    : config_(config), device_(device), dtype_(dtype) {
+    : config_(config), device_(device), dtype_(dtype), lm_head_packed_(std::make_shared<detail::PackedWeight>()) {
   config_.validate();
   LLM4DSR_CHECK(dtype == torch::kFloat32 || dtype == torch::kBFloat16 || dtype == torch::kFloat16 ||
                     dtype == torch::kFloat64,
@@ -505,10 +448,18 @@ torch::Tensor LlamaModelImpl::checked_positions(const torch::Tensor& positions, 
   return pos;
 }
 
+torch::Tensor LlamaModelImpl::lm_head(const torch::Tensor& hidden) {
+  if (detail::packed_product_applies(hidden, lm_head_weight)) {
+    torch::Tensor packed = lm_head_packed_->get(lm_head_weight);
+    if (packed.defined()) return detail::packed_linear(hidden, packed, torch::Tensor(), config_.vocab_size);
+  }
+  return torch::linear(hidden, lm_head_weight);
+}
+
 torch::Tensor LlamaModelImpl::logits_from_hidden(const torch::Tensor& hidden, const torch::Tensor& positions) {
-  if (!positions.defined()) return torch::linear(hidden, lm_head_weight);
+  if (!positions.defined()) return lm_head(hidden);
   const auto pos = checked_positions(positions, hidden.size(0), hidden.size(1), hidden.device());
-  return torch::linear(select_positions(hidden, pos), lm_head_weight);
+  return lm_head(select_positions(hidden, pos));
 }
 
 torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
@@ -517,7 +468,7 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids, const torc
     return logits_from_hidden(forward_hidden(input_ids, attention_mask, cache), positions);
   check_forward_inputs(input_ids, cache);  // before input_ids' sizes are read
   const auto pos = checked_positions(positions, input_ids.size(0), input_ids.size(1), device_);
-  return torch::linear(forward_hidden_impl(input_ids, attention_mask, cache, pos), lm_head_weight);
+  return lm_head(forward_hidden_impl(input_ids, attention_mask, cache, pos));
 }
 
 void LlamaModelImpl::to_device_dtype(torch::Device device, torch::Dtype dtype) {
@@ -525,6 +476,9 @@ void LlamaModelImpl::to_device_dtype(torch::Device device, torch::Dtype dtype) {
   to(device, dtype);
   device_ = device;
   dtype_ = dtype;
+  // The reordered copies belong to the weights just replaced.
+  lm_head_packed_->clear();
+  for (auto& [name, proj] : projections()) proj->release_packed_weight();
   inv_freq_ = inv_freq_.to(device);
   if (dtype == torch::kBFloat16 || dtype == torch::kFloat16)
     for (auto& [name, proj] : projections())

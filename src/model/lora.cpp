@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include "llm4dsr/error.h"
+#include "model/packed_linear.h"
 
 namespace llm4dsr {
 
@@ -186,12 +187,24 @@ bool LoraConfig::matches(const std::string& module_name, int64_t layer_index) co
 }
 
 LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, bool with_bias, torch::TensorOptions options)
-    : in_features_(in_features), out_features_(out_features) {
+    : in_features_(in_features), out_features_(out_features), packed_weight_(std::make_shared<detail::PackedWeight>()) {
   weight = register_parameter("weight", torch::empty({out_features, in_features}, options));
   if (with_bias) bias = register_parameter("bias", torch::zeros({out_features}, options));
 }
 
-torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x) { return add_lora(torch::linear(x, weight, bias), x); }
+torch::Tensor LoraLinearImpl::inference_weight(const torch::Tensor& x) {
+  if (!detail::packed_product_applies(x, weight)) return weight;
+  torch::Tensor packed = packed_weight_->get(weight);
+  return packed.defined() ? packed : weight;
+}
+
+void LoraLinearImpl::release_packed_weight() { packed_weight_->clear(); }
+
+torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x) {
+  const torch::Tensor w = inference_weight(x);
+  if (w.is_mkldnn()) return add_lora(detail::packed_linear(x, w, bias, out_features_), x);
+  return add_lora(torch::linear(x, weight, bias), x);
+}
 
 torch::Tensor LoraLinearImpl::forward_add(const torch::Tensor& x, const torch::Tensor& residual, bool in_place) {
   // One GEMM with beta = 1 instead of a product followed by an elementwise sum: the output is written
@@ -205,6 +218,8 @@ torch::Tensor LoraLinearImpl::forward_add(const torch::Tensor& x, const torch::T
     torch::Tensor y = forward(x);
     return in_place ? residual.add_(y) : residual + y;
   }
+  const torch::Tensor w = inference_weight(x);
+  if (w.is_mkldnn()) return add_lora(detail::packed_linear_add(x, w, residual), x);
   const torch::Tensor x2 = x.reshape({-1, in_features_});
   const torch::Tensor r2 = residual.view({-1, out_features_});
   torch::Tensor out;

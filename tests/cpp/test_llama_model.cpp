@@ -1,5 +1,7 @@
 #include <cmath>
 #include <filesystem>
+#include <thread>
+#include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -162,6 +164,95 @@ TEST_CASE("bf16 MLP without gradients (oneDNN epilogues where available) equals 
   CHECK(max_diff(got.to(torch::kFloat32), expected) <= 0.02 * expected.abs().max().item<double>());
   CHECK(max_diff(got.to(torch::kFloat32), mlp->activation(x).detach().to(torch::kFloat32)) <=
         0.02 * expected.abs().max().item<double>());  // the autograd path
+}
+
+TEST_CASE("bf16 products without gradients (oneDNN-reordered weights) follow every change of the weight",
+          "[model][lora]") {
+  // Where the machine has native bf16 GEMMs, these products read a copy of the weight reordered once
+  // for oneDNN; the reference is the same product in fp32 from the current bf16 weight. A stale copy
+  // would keep giving the first weight's output, far outside the bf16 rounding allowed here.
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  llm4dsr::LoraLinear lin(64, 48, /*bias=*/true, torch::TensorOptions().dtype(torch::kBFloat16));
+  torch::NoGradGuard no_grad;
+  lin->weight.normal_(0, 0.2);
+  lin->bias.normal_(0, 0.2);
+  const auto x = torch::randn({3, 5, 64}).to(torch::kBFloat16);
+  auto reference = [&] {
+    return torch::linear(x.to(torch::kFloat32), lin->weight.to(torch::kFloat32), lin->bias.to(torch::kFloat32));
+  };
+  // The output's own bf16 rounding plus the order of the fp32 accumulation: a few ulps of 2^-8.
+  auto close = [](const torch::Tensor& got, const torch::Tensor& want) {
+    return max_diff(got, want) <= 0.02 * want.abs().max().item<double>();
+  };
+  const auto first = lin(x);
+  CHECK(first.scalar_type() == torch::kBFloat16);
+  CHECK(first.sizes() == torch::IntArrayRef({3, 5, 48}));
+  CHECK(close(first, reference()));
+  CHECK(torch::equal(lin(x), first));  // the reused copy gives the same bits
+
+  SECTION("an in-place change") {
+    lin->weight.mul_(-0.5);
+    CHECK(close(lin(x), reference()));
+    CHECK_FALSE(close(lin(x), first.to(torch::kFloat32)));
+  }
+  SECTION("merge and unmerge of an adapter") {
+    lin->add_adapter(4, 8.0, 0.0, /*use_rslora=*/false, gen);
+    lin->lora_B.normal_(0, 0.5);
+    const auto unmerged = lin(x).to(torch::kFloat32);
+    CHECK_FALSE(close(unmerged, first.to(torch::kFloat32)));
+    lin->merge();
+    CHECK(close(lin(x), unmerged));
+    CHECK(close(lin(x), reference()));
+    lin->unmerge();
+    CHECK(close(lin(x), unmerged));
+  }
+  SECTION("a new weight tensor in the same module") {
+    lin->weight.set_data(torch::randn({48, 64}).mul_(0.2).to(torch::kBFloat16));
+    CHECK(close(lin(x), reference()));
+  }
+  SECTION("the residual form, and a round trip through fp32") {
+    const auto residual = torch::randn({3, 5, 48}).to(torch::kBFloat16);
+    llm4dsr::LoraLinear no_bias(64, 48, /*bias=*/false, torch::TensorOptions().dtype(torch::kBFloat16));
+    no_bias->weight.copy_(lin->weight);
+    const auto want = residual.to(torch::kFloat32) + torch::linear(x.to(torch::kFloat32), no_bias->weight.to(torch::kFloat32));
+    CHECK(close(no_bias->forward_add(x, residual), want));
+    CHECK(close(no_bias->forward_add(x, residual.clone(), /*in_place=*/true), want));
+  }
+  SECTION("threads sharing one module") {
+    std::vector<torch::Tensor> outs(4);
+    std::vector<std::thread> threads;
+    lin->weight.add_(0.1);
+    for (size_t i = 0; i < outs.size(); ++i)
+      threads.emplace_back([&, i] {
+        torch::NoGradGuard g;
+        outs[i] = lin(x);
+      });
+    for (auto& t : threads) t.join();
+    for (const auto& o : outs) CHECK(torch::equal(o, outs[0]));
+    CHECK(close(outs[0], reference()));
+  }
+}
+
+TEST_CASE("bf16 LlamaModel: logits without gradients equal the autograd path's and follow the tied lm_head",
+          "[model]") {
+  ModelConfig config = tiny_config(/*tied=*/true);
+  LlamaModel model(config, torch::kCPU, torch::kBFloat16, 5);
+  const auto ids = torch::randint(0, config.vocab_size, {2, 9}, torch::kInt64);
+  const auto with_grad = model(ids).detach().to(torch::kFloat32);  // autograd path: plain ATen products
+  torch::Tensor inference;
+  {
+    torch::NoGradGuard g;
+    inference = model(ids).to(torch::kFloat32);
+    // Changing the embedding (the tied lm_head) in place changes the logits the same way in both paths.
+    model->embed_tokens->weight.mul_(2);
+  }
+  // Logits are O(1) here; bf16 through two layers (and oneDNN's accumulation order) keeps ~2 digits.
+  CHECK(max_diff(inference, with_grad) <= 0.03 * with_grad.abs().max().item<double>());
+  const auto doubled = model(ids).detach().to(torch::kFloat32);
+  torch::NoGradGuard g;
+  const auto doubled_inference = model(ids).to(torch::kFloat32);
+  CHECK(max_diff(doubled_inference, doubled) <= 0.03 * doubled.abs().max().item<double>());
+  CHECK(max_diff(doubled_inference, inference) > 0.1 * inference.abs().max().item<double>());
 }
 
 TEST_CASE("LlamaModel: seeded init, logits at positions, padding and KV cache", "[model]") {

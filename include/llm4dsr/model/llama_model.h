@@ -171,6 +171,8 @@ class LlamaModelImpl : public torch::nn::Module {
   void check_forward_inputs(const torch::Tensor& input_ids, const KVCache* cache) const;
   // positions ([K] or [B, K], negative from the end) as int64 in [0, T) on `device`; Error otherwise.
   static torch::Tensor checked_positions(const torch::Tensor& positions, int64_t B, int64_t T, torch::Device device);
+  // hidden [..., H] times lm_head_weight: [..., vocab].
+  torch::Tensor lm_head(const torch::Tensor& hidden);
 
   ModelConfig config_;
   torch::Device device_;
@@ -179,6 +181,8 @@ class LlamaModelImpl : public torch::nn::Module {
   LoraConfig lora_config_;
   bool has_lora_ = false;
   std::vector<LlamaDecoderLayer> layer_list_;
+  // lm_head_weight reordered for bf16 CPU inference (see LoraLinearImpl::inference_weight).
+  std::shared_ptr<detail::PackedWeight> lm_head_packed_;
 };
 TORCH_MODULE(LlamaModel);
 

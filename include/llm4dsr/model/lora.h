@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,10 @@
 #include <torch/types.h>
 
 namespace llm4dsr {
+
+namespace detail {
+class PackedWeight;
+}
 
 struct LoraConfig {
   int64_t r = 8;
@@ -49,10 +54,16 @@ class LoraLinearImpl : public torch::nn::Module {
   LoraLinearImpl(int64_t in_features, int64_t out_features, bool with_bias, torch::TensorOptions options);
 
   torch::Tensor forward(const torch::Tensor& x);
-  // residual + forward(x), the base product accumulated into the residual by one GEMM (addmm). In place
-  // on `residual` (which is returned) when in_place is set; callers pass it only for a tensor they own
-  // and while no gradient is recorded.
+  // residual + forward(x), the base product accumulated into the residual by one GEMM (addmm). With
+  // in_place set the sum may be formed in `residual` itself; callers pass it only for a tensor they own
+  // and while no gradient is recorded, and always use the returned tensor.
   torch::Tensor forward_add(const torch::Tensor& x, const torch::Tensor& residual, bool in_place = false);
+  // The base weight as the product with x should read it: without recorded gradients on a bf16 CPU
+  // model, a copy reordered once for oneDNN (kept until the weight changes; see release_packed_weight);
+  // otherwise `weight` itself.
+  torch::Tensor inference_weight(const torch::Tensor& x);
+  // Drops the reordered copy (it is made again on the next product that uses it).
+  void release_packed_weight();
   // y + s * B(A(dropout(x))) for y = the base output at x; y unchanged without an active (unmerged)
   // adapter. The sum is formed in the adapter's dtype and cast to y's (PEFT's order); in place on y
   // while no gradient is recorded.
@@ -86,6 +97,7 @@ class LoraLinearImpl : public torch::nn::Module {
   double scaling_ = 0.0;
   double dropout_ = 0.0;
   bool merged_ = false;
+  std::shared_ptr<detail::PackedWeight> packed_weight_;
 };
 TORCH_MODULE(LoraLinear);
 

@@ -1,0 +1,140 @@
+#include "model/packed_linear.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/cpu/Utils.h>
+
+#include <atomic>
+#include <optional>
+#include <string_view>
+
+#include <torch/torch.h>
+
+namespace llm4dsr::detail {
+
+namespace {
+
+// oneDNN's linear ops as torch.compile's CPU backend uses them (mkldnn::_reorder_linear_weight,
+// mkldnn::_linear_pointwise with post-ops), looked up once through the dispatcher: libtorch registers
+// them but does not declare them in its headers.
+using UnaryFn = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, std::string_view,
+                           c10::List<std::optional<at::Scalar>>, std::optional<std::string_view>);
+using BinaryFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            std::string_view);
+using ReorderFn = at::Tensor(const at::Tensor&, std::optional<int64_t>);
+
+struct OneDnnOps {
+  std::optional<c10::TypedOperatorHandle<UnaryFn>> unary;
+  std::optional<c10::TypedOperatorHandle<BinaryFn>> binary;
+  std::optional<c10::TypedOperatorHandle<ReorderFn>> reorder;
+};
+
+const OneDnnOps& onednn_ops() {
+  static const OneDnnOps ops = [] {
+    OneDnnOps o;
+    auto& dispatcher = c10::Dispatcher::singleton();
+    try {
+      if (auto op = dispatcher.findOp({"mkldnn::_linear_pointwise", ""})) o.unary = op->typed<UnaryFn>();
+      if (auto op = dispatcher.findOp({"mkldnn::_linear_pointwise", "binary"})) o.binary = op->typed<BinaryFn>();
+      if (auto op = dispatcher.findOp({"mkldnn::_reorder_linear_weight", ""})) o.reorder = op->typed<ReorderFn>();
+    } catch (const c10::Error&) {
+      o = OneDnnOps{};  // a libtorch whose signatures differ from these: the plain ATen path
+    }
+    return o;
+  }();
+  return ops;
+}
+
+// Set when a oneDNN call failed once (e.g. a libtorch built without these post-ops): the plain path
+// for good, instead of an exception on every product.
+std::atomic<bool> onednn_broken{false};
+
+bool bf16_cpu(const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kBFloat16; }
+
+torch::Tensor rows_of(const torch::Tensor& x) { return x.reshape({-1, x.size(-1)}).contiguous(); }
+
+std::vector<int64_t> sizes_with_last(const torch::Tensor& x, int64_t last) {
+  auto sizes = x.sizes().vec();
+  sizes.back() = last;
+  return sizes;
+}
+
+}  // namespace
+
+bool native_bf16_gemm() {
+  static const bool yes = [] {
+    const auto caps = at::cpu::get_cpu_capabilities();
+    auto has = [&](const char* key) {
+      auto it = caps.find(key);
+      return it != caps.end() && it->second.isBool() && it->second.toBool();
+    };
+    return at::globalContext().userEnabledMkldnn() && (has("avx512_bf16") || has("amx_bf16"));
+  }();
+  return yes;
+}
+
+bool packed_product_applies(const torch::Tensor& x, const torch::Tensor& weight) {
+  if (at::GradMode::is_enabled() || onednn_broken.load(std::memory_order_relaxed)) return false;
+  if (!bf16_cpu(x) || !bf16_cpu(weight) || weight.dim() != 2 || !native_bf16_gemm()) return false;
+  const OneDnnOps& ops = onednn_ops();
+  return ops.unary && ops.binary && ops.reorder;
+}
+
+torch::Tensor PackedWeight::get(const torch::Tensor& weight) {
+  if (weight.is_inference() || weight.is_mkldnn()) return {};  // no version counter to watch
+  const c10::StorageImpl* storage = weight.storage().unsafeGetStorageImpl();
+  const void* data = weight.data_ptr();
+  const uint32_t version = weight._version();
+  std::lock_guard<std::mutex> lock(mutex_);
+  // The storage compared through a weak reference: a freed weight's address may be reused by a new one.
+  if (packed_.defined() && storage_.lock().get() == storage && data_ == data && version_ == version) return packed_;
+  packed_ = torch::Tensor();
+  try {
+    torch::NoGradGuard no_grad;
+    packed_ = onednn_ops().reorder->call(weight.contiguous(), std::nullopt);
+  } catch (const c10::Error&) {
+    onednn_broken = true;
+    return {};
+  }
+  storage_ = weight.storage().getWeakStorageImpl();
+  data_ = data;
+  version_ = version;
+  return packed_;
+}
+
+void PackedWeight::clear() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  packed_ = torch::Tensor();
+  storage_ = c10::weak_intrusive_ptr<c10::StorageImpl>(c10::intrusive_ptr<c10::StorageImpl>());
+  data_ = nullptr;
+}
+
+torch::Tensor packed_linear(const torch::Tensor& x, const torch::Tensor& packed, const torch::Tensor& bias,
+                            int64_t out_features) {
+  std::optional<at::Tensor> b;
+  if (bias.defined()) b = bias;
+  return onednn_ops()
+      .unary->call(rows_of(x), packed, b, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt)
+      .view(sizes_with_last(x, out_features));
+}
+
+torch::Tensor packed_linear_add(const torch::Tensor& x, const torch::Tensor& packed, const torch::Tensor& residual) {
+  const torch::Tensor r2 = residual.reshape({-1, residual.size(-1)}).contiguous();
+  return onednn_ops().binary->call(rows_of(x), r2, packed, std::nullopt, "add").view(residual.sizes());
+}
+
+torch::Tensor fused_swiglu(const torch::Tensor& x, const torch::Tensor& gate_weight, const torch::Tensor& up_weight,
+                           int64_t intermediate_size) {
+  if (!packed_product_applies(x, gate_weight) || !(bf16_cpu(up_weight) || up_weight.is_mkldnn())) return {};
+  const OneDnnOps& ops = onednn_ops();
+  try {
+    const torch::Tensor x2 = rows_of(x);
+    const torch::Tensor gate =
+        ops.unary->call(x2, gate_weight, std::nullopt, "swish", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+    return ops.binary->call(x2, gate, up_weight, std::nullopt, "mul").view(sizes_with_last(x, intermediate_size));
+  } catch (const c10::Error&) {
+    onednn_broken = true;
+    return {};
+  }
+}
+
+}  // namespace llm4dsr::detail
