@@ -218,6 +218,28 @@ TEST_CASE("bf16 products without gradients (oneDNN-reordered weights) follow eve
     CHECK(close(no_bias->forward_add(x, residual), want));
     CHECK(close(no_bias->forward_add(x, residual.clone(), /*in_place=*/true), want));
   }
+  SECTION("enough rows for one block per thread") {
+    // With two threads and >= 2 x 256 rows the product runs as one row block per thread.
+    const int previous = at::get_num_threads();
+    at::set_num_threads(2);
+    const auto many = torch::randn({3, 211, 64}).to(torch::kBFloat16);
+    const auto residual = torch::randn({3, 211, 48}).to(torch::kBFloat16);
+    llm4dsr::LoraLinear no_bias(64, 48, /*bias=*/false, torch::TensorOptions().dtype(torch::kBFloat16));
+    no_bias->weight.copy_(lin->weight);
+    const auto product = torch::linear(many.to(torch::kFloat32), lin->weight.to(torch::kFloat32));
+    const auto got = lin(many);
+    const auto got_add = no_bias->forward_add(many, residual);
+    torch::Tensor got_inference;
+    {
+      c10::InferenceMode inference;  // the blocks are written on pool threads, which must share the mode
+      got_inference = lin(many);
+    }
+    at::set_num_threads(previous);
+    CHECK(torch::equal(got_inference, got));
+    CHECK(got.sizes() == torch::IntArrayRef({3, 211, 48}));
+    CHECK(close(got, product + lin->bias.to(torch::kFloat32)));
+    CHECK(close(got_add, product + residual.to(torch::kFloat32)));
+  }
   SECTION("threads sharing one module") {
     std::vector<torch::Tensor> outs(4);
     std::vector<std::thread> threads;
