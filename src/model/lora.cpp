@@ -141,6 +141,53 @@ struct LoraBranch : public torch::autograd::Function<LoraBranch> {
   }
 };
 
+// residual + x W^T (residual optional) for a frozen bf16 base weight on the CPU while gradients are
+// recorded: the forward product and the input gradient g W as row blocks per thread
+// (detail::by_row_blocks), which oneDNN otherwise runs on a single thread at the MLP's K 1536 x N 576
+// shape (the down projection forward, the gate and up projections' input gradients). The weight
+// gets no gradient; x is not saved (only the weight-gradient would need it). Without a residual, pass
+// with_residual = false and any defined tensor (autograd takes no undefined inputs).
+struct FrozenLinear : public torch::autograd::Function<FrozenLinear> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& residual, bool with_residual) {
+    const int64_t in = weight.size(1), out = weight.size(0);
+    const torch::Tensor x2 = x.reshape({-1, in}).contiguous();
+    const torch::Tensor r2 = with_residual ? residual.reshape({-1, out}) : torch::Tensor();
+    torch::Tensor y =
+        detail::by_row_blocks(x2.size(0), out, x2.options(), [&](int64_t first, int64_t n, torch::Tensor rows_out) {
+          const torch::Tensor rows = x2.narrow(0, first, n);
+          if (r2.defined())
+            at::addmm_out(rows_out, r2.narrow(0, first, n), rows, weight.t());
+          else
+            at::mm_out(rows_out, rows, weight.t());
+        });
+    ctx->save_for_backward({weight});
+    ctx->saved_data["with_residual"] = with_residual;
+    auto sizes = x.sizes().vec();
+    sizes.back() = out;
+    return y.view(sizes);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::Tensor weight = ctx->get_saved_variables()[0];
+    const torch::Tensor& g = grads[0];
+    torch::Tensor grad_x;
+    if (ctx->needs_input_grad(0)) {
+      const torch::Tensor g2 = g.reshape({-1, weight.size(0)}).contiguous();
+      grad_x = detail::by_row_blocks(g2.size(0), weight.size(1), g2.options(),
+                                     [&](int64_t first, int64_t n, torch::Tensor rows_out) {
+                                       at::mm_out(rows_out, g2.narrow(0, first, n), weight);
+                                     });
+      auto sizes = g.sizes().vec();
+      sizes.back() = weight.size(1);
+      grad_x = grad_x.view(sizes);
+    }
+    const bool with_residual = ctx->saved_data["with_residual"].toBool();
+    return {grad_x, torch::Tensor(), with_residual && ctx->needs_input_grad(2) ? g : torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 double LoraConfig::scaling() const { return use_rslora ? alpha / std::sqrt(double(r)) : alpha / double(r); }
@@ -200,9 +247,17 @@ torch::Tensor LoraLinearImpl::inference_weight(const torch::Tensor& x) {
 
 void LoraLinearImpl::release_packed_weight() { packed_weight_->clear(); }
 
+bool LoraLinearImpl::frozen_rows_product(const torch::Tensor& x) const {
+  return at::GradMode::is_enabled() && !weight.requires_grad() && !bias.defined() && x.device().is_cpu() &&
+         x.scalar_type() == torch::kBFloat16 && weight.scalar_type() == torch::kBFloat16 &&
+         !at::autocast::is_autocast_enabled(x.device().type()) && detail::native_bf16_gemm() &&
+         detail::row_blocks_apply(x.numel() / in_features_);
+}
+
 torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x) {
   const torch::Tensor w = inference_weight(x);
   if (w.is_mkldnn()) return add_lora(detail::packed_linear(x, w, bias, out_features_), x);
+  if (frozen_rows_product(x)) return add_lora(FrozenLinear::apply(x, weight, weight, false), x);
   return add_lora(torch::linear(x, weight, bias), x);
 }
 
@@ -220,6 +275,7 @@ torch::Tensor LoraLinearImpl::forward_add(const torch::Tensor& x, const torch::T
   }
   const torch::Tensor w = inference_weight(x);
   if (w.is_mkldnn()) return add_lora(detail::packed_linear_add(x, w, residual), x);
+  if (!in_place && frozen_rows_product(x)) return add_lora(FrozenLinear::apply(x, weight, residual, true), x);
   const torch::Tensor x2 = x.reshape({-1, in_features_});
   const torch::Tensor r2 = residual.view({-1, out_features_});
   torch::Tensor out;

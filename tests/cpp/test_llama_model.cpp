@@ -219,7 +219,7 @@ TEST_CASE("bf16 products without gradients (oneDNN-reordered weights) follow eve
     CHECK(close(no_bias->forward_add(x, residual.clone(), /*in_place=*/true), want));
   }
   SECTION("enough rows for one block per thread") {
-    // With two threads and >= 2 x 256 rows the product runs as one row block per thread.
+    // With two threads and 512 to 2,047 rows the product runs as one row block per thread.
     const int previous = at::get_num_threads();
     at::set_num_threads(2);
     const auto many = torch::randn({3, 211, 64}).to(torch::kBFloat16);
@@ -253,6 +253,57 @@ TEST_CASE("bf16 products without gradients (oneDNN-reordered weights) follow eve
     for (const auto& o : outs) CHECK(torch::equal(o, outs[0]));
     CHECK(close(outs[0], reference()));
   }
+}
+
+TEST_CASE("bf16 LoRA training over a frozen base, in row blocks per thread: outputs and gradients equal the formula's",
+          "[model][lora]") {
+  // 633 rows with two threads: the frozen products (forward and input gradient) run as one row block
+  // per thread. The reference is autograd through y = r + x W^T + s B(A x) in fp32 from the same values.
+  const int previous = at::get_num_threads();
+  at::set_num_threads(2);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  llm4dsr::LoraLinear lin(64, 48, /*bias=*/false, torch::TensorOptions().dtype(torch::kBFloat16));
+  {
+    torch::NoGradGuard g;
+    lin->weight.normal_(0, 0.2);
+  }
+  lin->add_adapter(4, 8.0, /*dropout=*/0.0, /*use_rslora=*/false, gen);
+  {
+    torch::NoGradGuard g;
+    lin->lora_B.normal_(0, 0.2);
+  }
+  const auto x0 = torch::randn({3, 211, 64}).to(torch::kBFloat16);
+  const auto r0 = torch::randn({3, 211, 48}).to(torch::kBFloat16);
+  const auto probe = torch::randn({3, 211, 48});
+  for (bool with_residual : {false, true}) {
+    CAPTURE(with_residual);
+    auto x = x0.clone().requires_grad_(true);
+    auto r = r0.clone().requires_grad_(true);
+    lin->zero_grad();
+    auto y = with_residual ? lin->forward_add(x, r) : lin(x);
+    (y.to(torch::kFloat32) * probe).sum().backward();
+
+    auto xr = x0.to(torch::kFloat32).requires_grad_(true);
+    auto rr = r0.to(torch::kFloat32).requires_grad_(true);
+    auto A = lin->lora_A.detach().clone().requires_grad_(true);
+    auto B = lin->lora_B.detach().clone().requires_grad_(true);
+    auto yr = torch::linear(xr, lin->weight.detach().to(torch::kFloat32)) +
+              lin->scaling() * torch::linear(torch::linear(xr, A), B);
+    if (with_residual) yr = yr + rr;
+    (yr * probe).sum().backward();
+
+    auto close = [](const torch::Tensor& got, const torch::Tensor& want) {
+      return max_diff(got, want) <= 0.02 * want.abs().max().item<double>();
+    };
+    CHECK(close(y.detach(), yr.detach()));
+    REQUIRE(x.grad().defined());
+    CHECK(close(x.grad(), xr.grad()));
+    CHECK(close(lin->lora_A.grad(), A.grad()));
+    CHECK(close(lin->lora_B.grad(), B.grad()));
+    CHECK_FALSE(lin->weight.grad().defined());
+    if (with_residual) CHECK(close(r.grad(), rr.grad()));
+  }
+  at::set_num_threads(previous);
 }
 
 TEST_CASE("bf16 LlamaModel: logits without gradients equal the autograd path's and follow the tied lm_head",

@@ -97,6 +97,10 @@ class LoraLinearImpl : public torch::nn::Module {
   double scaling_ = 0.0;
   double dropout_ = 0.0;
   bool merged_ = false;
+  // Whether the base product with x runs as FrozenLinear (lora.cpp): bf16 CPU training of a frozen
+  // base with enough rows for one block per thread.
+  bool frozen_rows_product(const torch::Tensor& x) const;
+
   std::shared_ptr<detail::PackedWeight> packed_weight_;
 };
 TORCH_MODULE(LoraLinear);
