@@ -626,6 +626,14 @@ class LlamaModel:
     @property
     def training(self) -> bool:
         ...
+    @property
+    def weight_packing(self) -> bool:
+        """
+        bf16 CPU inference through weights reordered once for oneDNN (faster; as much memory again as the projection and lm_head weights). Set False to drop the copies.
+        """
+    @weight_packing.setter
+    def weight_packing(self, arg1: bool) -> None:
+        ...
 class ChatFormat:
     """
     How a prompt is wrapped for an instruction-tuned checkpoint's chat template: an optional system turn,

@@ -448,8 +448,14 @@ torch::Tensor LlamaModelImpl::checked_positions(const torch::Tensor& positions, 
   return pos;
 }
 
+void LlamaModelImpl::set_weight_packing(bool enabled) {
+  weight_packing_ = enabled;
+  for (auto& [name, proj] : projections()) proj->set_weight_packing(enabled);
+  if (!enabled) lm_head_packed_->clear();
+}
+
 torch::Tensor LlamaModelImpl::lm_head(const torch::Tensor& hidden) {
-  if (detail::packed_product_applies(hidden, lm_head_weight)) {
+  if (weight_packing_ && detail::packed_product_applies(hidden, lm_head_weight)) {
     torch::Tensor packed = lm_head_packed_->get(lm_head_weight);
     if (packed.defined()) return detail::packed_linear(hidden, packed, torch::Tensor(), config_.vocab_size);
   }

@@ -240,12 +240,19 @@ LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, bool w
 }
 
 torch::Tensor LoraLinearImpl::inference_weight(const torch::Tensor& x) {
-  if (!detail::packed_product_applies(x, weight)) return weight;
+  if (!weight_packing_ || !detail::packed_product_applies(x, weight)) return weight;
   torch::Tensor packed = packed_weight_->get(weight);
   return packed.defined() ? packed : weight;
 }
 
 void LoraLinearImpl::release_packed_weight() { packed_weight_->clear(); }
+
+void LoraLinearImpl::set_weight_packing(bool enabled) {
+  weight_packing_ = enabled;
+  if (!enabled) release_packed_weight();
+}
+
+bool LoraLinearImpl::has_packed_weight() const { return packed_weight_->holds_copy(); }
 
 bool LoraLinearImpl::frozen_rows_product(const torch::Tensor& x) const {
   return at::GradMode::is_enabled() && !weight.requires_grad() && !bias.defined() && x.device().is_cpu() &&

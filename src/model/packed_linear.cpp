@@ -136,6 +136,11 @@ torch::Tensor PackedWeight::get(const torch::Tensor& weight) {
   return packed_;
 }
 
+bool PackedWeight::holds_copy() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return packed_.defined();
+}
+
 void PackedWeight::clear() {
   std::lock_guard<std::mutex> lock(mutex_);
   packed_ = torch::Tensor();

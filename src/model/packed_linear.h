@@ -37,6 +37,7 @@ class PackedWeight {
   // undefined tensor when it cannot be packed (then the caller uses `weight` itself).
   torch::Tensor get(const torch::Tensor& weight);
   void clear();
+  bool holds_copy();
 
  private:
   std::mutex mutex_;

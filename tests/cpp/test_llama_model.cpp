@@ -326,6 +326,20 @@ TEST_CASE("bf16 LlamaModel: logits without gradients equal the autograd path's a
   const auto doubled_inference = model(ids).to(torch::kFloat32);
   CHECK(max_diff(doubled_inference, doubled) <= 0.03 * doubled.abs().max().item<double>());
   CHECK(max_diff(doubled_inference, inference) > 0.1 * inference.abs().max().item<double>());
+
+  // Packing off: the copies are dropped, none is made again, and the logits stay the same product's.
+  const bool packed = model->projections().front().second->has_packed_weight();
+  model->set_weight_packing(false);
+  CHECK_FALSE(model->weight_packing());
+  const auto unpacked = model(ids).to(torch::kFloat32);
+  for (const auto& [name, proj] : model->projections()) {
+    CAPTURE(name);
+    CHECK_FALSE(proj->has_packed_weight());
+  }
+  CHECK(max_diff(unpacked, doubled) <= 0.03 * doubled.abs().max().item<double>());
+  model->set_weight_packing(true);
+  model(ids);
+  CHECK(model->projections().front().second->has_packed_weight() == packed);
 }
 
 TEST_CASE("LlamaModel: seeded init, logits at positions, padding and KV cache", "[model]") {

@@ -223,6 +223,13 @@ def test_bf16_on_cpu_is_close_to_fp32(pair):
     # on these models; allow 8%, and the same top-1 token at >= 85% of positions (measured 91-99%).
     assert (got - ref).abs().max().item() <= 0.08 * ref.abs().max().item()
     assert (got.argmax(-1) == ref.argmax(-1)).float().mean().item() >= 0.85
+    # Without the oneDNN-reordered weight copies: the same products read from the weights themselves.
+    assert ours16.weight_packing
+    ours16.weight_packing = False
+    assert not ours16.weight_packing
+    unpacked = ours16.logits(ids)
+    assert (unpacked - got).abs().max().item() <= 0.05 * ref.abs().max().item()
+    assert (unpacked - ref).abs().max().item() <= 0.08 * ref.abs().max().item()
 
 
 def test_sharded_checkpoint_loads(tmp_path):

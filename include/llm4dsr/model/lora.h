@@ -64,6 +64,10 @@ class LoraLinearImpl : public torch::nn::Module {
   torch::Tensor inference_weight(const torch::Tensor& x);
   // Drops the reordered copy (it is made again on the next product that uses it).
   void release_packed_weight();
+  // Off: the reordered copy is dropped and never made again; products read `weight` itself.
+  void set_weight_packing(bool enabled);
+  bool weight_packing() const { return weight_packing_; }
+  bool has_packed_weight() const;
   // y + s * B(A(dropout(x))) for y = the base output at x; y unchanged without an active (unmerged)
   // adapter. The sum is formed in the adapter's dtype and cast to y's (PEFT's order); in place on y
   // while no gradient is recorded.
@@ -102,6 +106,7 @@ class LoraLinearImpl : public torch::nn::Module {
   bool frozen_rows_product(const torch::Tensor& x) const;
 
   std::shared_ptr<detail::PackedWeight> packed_weight_;
+  bool weight_packing_ = true;
 };
 TORCH_MODULE(LoraLinear);
 
