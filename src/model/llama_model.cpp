@@ -449,16 +449,15 @@ torch::Tensor LlamaModelImpl::checked_positions(const torch::Tensor& positions, 
 }
 
 void LlamaModelImpl::set_weight_packing(bool enabled) {
-  weight_packing_ = enabled;
+  lm_head_packed_->set_enabled(enabled);
   for (auto& [name, proj] : projections()) proj->set_weight_packing(enabled);
-  if (!enabled) lm_head_packed_->clear();
 }
 
+bool LlamaModelImpl::weight_packing() const { return lm_head_packed_->enabled(); }
+
 torch::Tensor LlamaModelImpl::lm_head(const torch::Tensor& hidden) {
-  if (weight_packing_ && detail::packed_product_applies(hidden, lm_head_weight)) {
-    torch::Tensor packed = lm_head_packed_->get(lm_head_weight);
-    if (packed.defined()) return detail::packed_linear(hidden, packed, torch::Tensor(), config_.vocab_size);
-  }
+  const torch::Tensor w = lm_head_packed_->for_product(hidden, lm_head_weight);
+  if (w.is_mkldnn()) return detail::packed_linear(hidden, w, torch::Tensor(), config_.vocab_size);
   return torch::linear(hidden, lm_head_weight);
 }
 

@@ -239,18 +239,13 @@ LoraLinearImpl::LoraLinearImpl(int64_t in_features, int64_t out_features, bool w
   if (with_bias) bias = register_parameter("bias", torch::zeros({out_features}, options));
 }
 
-torch::Tensor LoraLinearImpl::inference_weight(const torch::Tensor& x) {
-  if (!weight_packing_ || !detail::packed_product_applies(x, weight)) return weight;
-  torch::Tensor packed = packed_weight_->get(weight);
-  return packed.defined() ? packed : weight;
-}
+torch::Tensor LoraLinearImpl::inference_weight(const torch::Tensor& x) { return packed_weight_->for_product(x, weight); }
 
 void LoraLinearImpl::release_packed_weight() { packed_weight_->clear(); }
 
-void LoraLinearImpl::set_weight_packing(bool enabled) {
-  weight_packing_ = enabled;
-  if (!enabled) release_packed_weight();
-}
+void LoraLinearImpl::set_weight_packing(bool enabled) { packed_weight_->set_enabled(enabled); }
+
+bool LoraLinearImpl::weight_packing() const { return packed_weight_->enabled(); }
 
 bool LoraLinearImpl::has_packed_weight() const { return packed_weight_->holds_copy(); }
 
@@ -261,11 +256,18 @@ bool LoraLinearImpl::frozen_rows_product(const torch::Tensor& x) const {
          detail::row_blocks_apply(x.numel() / in_features_);
 }
 
-torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x) {
+torch::Tensor LoraLinearImpl::fast_base_product(const torch::Tensor& x, const torch::Tensor& residual) {
+  const bool with_residual = residual.defined();
   const torch::Tensor w = inference_weight(x);
-  if (w.is_mkldnn()) return add_lora(detail::packed_linear(x, w, bias, out_features_), x);
-  if (frozen_rows_product(x)) return add_lora(FrozenLinear::apply(x, weight, weight, false), x);
-  return add_lora(torch::linear(x, weight, bias), x);
+  if (w.is_mkldnn())
+    return with_residual ? detail::packed_linear_add(x, w, residual) : detail::packed_linear(x, w, bias, out_features_);
+  if (frozen_rows_product(x)) return FrozenLinear::apply(x, weight, with_residual ? residual : weight, with_residual);
+  return {};
+}
+
+torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = fast_base_product(x, torch::Tensor());
+  return add_lora(y.defined() ? y : torch::linear(x, weight, bias), x);
 }
 
 torch::Tensor LoraLinearImpl::forward_add(const torch::Tensor& x, const torch::Tensor& residual, bool in_place) {
@@ -280,9 +282,8 @@ torch::Tensor LoraLinearImpl::forward_add(const torch::Tensor& x, const torch::T
     torch::Tensor y = forward(x);
     return in_place ? residual.add_(y) : residual + y;
   }
-  const torch::Tensor w = inference_weight(x);
-  if (w.is_mkldnn()) return add_lora(detail::packed_linear_add(x, w, residual), x);
-  if (!in_place && frozen_rows_product(x)) return add_lora(FrozenLinear::apply(x, weight, residual, true), x);
+  // in_place comes only without recorded gradients, where FrozenLinear never applies.
+  if (torch::Tensor y = fast_base_product(x, residual); y.defined()) return add_lora(y, x);
   const torch::Tensor x2 = x.reshape({-1, in_features_});
   const torch::Tensor r2 = residual.view({-1, out_features_});
   torch::Tensor out;

@@ -136,6 +136,17 @@ torch::Tensor PackedWeight::get(const torch::Tensor& weight) {
   return packed_;
 }
 
+torch::Tensor PackedWeight::for_product(const torch::Tensor& x, const torch::Tensor& weight) {
+  if (!enabled_.load() || !packed_product_applies(x, weight)) return weight;
+  torch::Tensor packed = get(weight);
+  return packed.defined() ? packed : weight;
+}
+
+void PackedWeight::set_enabled(bool enabled) {
+  enabled_ = enabled;
+  if (!enabled) clear();
+}
+
 bool PackedWeight::holds_copy() {
   std::lock_guard<std::mutex> lock(mutex_);
   return packed_.defined();

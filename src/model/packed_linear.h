@@ -7,6 +7,7 @@
 // Used only without recorded gradients: the packed copy is opaque to autograd.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <mutex>
 
@@ -26,20 +27,23 @@ bool packed_product_applies(const torch::Tensor& x, const torch::Tensor& weight)
 // The oneDNN-reordered copy of one weight. get() packs on first use and again whenever the weight is
 // no longer the same storage or its version counter moved (every in-place change through ATen bumps
 // it: merge, copy_, load). Changes that bypass the version counter (writes through `.data` or a raw
-// pointer) must be followed by clear(). Thread-safe; copies of the owner share nothing.
+// pointer) must be followed by clear(). Thread-safe.
 class PackedWeight {
  public:
-  PackedWeight() = default;
-  PackedWeight(const PackedWeight&) {}
-  PackedWeight& operator=(const PackedWeight&) { return *this; }
-
+  // What a product of x with `weight` should read: the packed copy where packed_product_applies and
+  // packing is enabled, otherwise `weight` itself (tell them apart by is_mkldnn()).
+  torch::Tensor for_product(const torch::Tensor& x, const torch::Tensor& weight);
   // The packed copy of `weight` (a bf16 CPU matrix [out, in] that is not an inference tensor), or an
   // undefined tensor when it cannot be packed (then the caller uses `weight` itself).
   torch::Tensor get(const torch::Tensor& weight);
   void clear();
   bool holds_copy();
+  // Off: the copy is dropped and never made again. On by default.
+  void set_enabled(bool enabled);
+  bool enabled() const { return enabled_.load(); }
 
  private:
+  std::atomic<bool> enabled_{true};
   std::mutex mutex_;
   torch::Tensor packed_;
   c10::weak_intrusive_ptr<c10::StorageImpl> storage_{c10::intrusive_ptr<c10::StorageImpl>()};

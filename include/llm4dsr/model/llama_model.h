@@ -154,7 +154,7 @@ class LlamaModelImpl : public torch::nn::Module {
   // once for oneDNN (LoraLinearImpl::inference_weight): faster products for as much memory again as
   // those weights. Off: the copies are dropped and products read the weights themselves. On by default.
   void set_weight_packing(bool enabled);
-  bool weight_packing() const { return weight_packing_; }
+  bool weight_packing() const;
 
   // Base weights by HF name (model.embed_tokens.weight, ..., lm_head.weight when untied), excluding adapters.
   std::vector<std::pair<std::string, torch::Tensor>> hf_state() const;
@@ -189,7 +189,6 @@ class LlamaModelImpl : public torch::nn::Module {
   std::vector<LlamaDecoderLayer> layer_list_;
   // lm_head_weight reordered for bf16 CPU inference (see LoraLinearImpl::inference_weight).
   std::shared_ptr<detail::PackedWeight> lm_head_packed_;
-  bool weight_packing_ = true;
 };
 TORCH_MODULE(LlamaModel);
 

@@ -66,7 +66,7 @@ class LoraLinearImpl : public torch::nn::Module {
   void release_packed_weight();
   // Off: the reordered copy is dropped and never made again; products read `weight` itself.
   void set_weight_packing(bool enabled);
-  bool weight_packing() const { return weight_packing_; }
+  bool weight_packing() const;
   bool has_packed_weight() const;
   // y + s * B(A(dropout(x))) for y = the base output at x; y unchanged without an active (unmerged)
   // adapter. The sum is formed in the adapter's dtype and cast to y's (PEFT's order); in place on y
@@ -104,9 +104,11 @@ class LoraLinearImpl : public torch::nn::Module {
   // Whether the base product with x runs as FrozenLinear (lora.cpp): bf16 CPU training of a frozen
   // base with enough rows for one block per thread.
   bool frozen_rows_product(const torch::Tensor& x) const;
+  // residual + x W^T (x W^T + bias without a residual) through the packed weight or FrozenLinear where
+  // either applies; undefined otherwise (then the caller's plain ATen product).
+  torch::Tensor fast_base_product(const torch::Tensor& x, const torch::Tensor& residual);
 
   std::shared_ptr<detail::PackedWeight> packed_weight_;
-  bool weight_packing_ = true;
 };
 TORCH_MODULE(LoraLinear);
 
