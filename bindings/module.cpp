@@ -25,6 +25,14 @@ PYBIND11_MODULE(_llm4dsr, m) {
         "Set libtorch's intra-op threads (n <= 0: $LLM4DSR_NUM_THREADS or the number of cores).");
   m.def("num_threads", &llm4dsr::num_threads, "libtorch's current intra-op thread count.");
   m.def("default_num_threads", &llm4dsr::default_num_threads);
+  m.def("set_freed_memory_retention", &llm4dsr::set_freed_memory_retention, py::arg("bytes"),
+        "Keep up to `bytes` of freed memory in the C heap for reuse instead of returning it to the OS\n"
+        "(glibc's M_TRIM_THRESHOLD; M_MMAP_THRESHOLD fixed at 32 MB), so that the activations a forward\n"
+        "pass frees layer after layer are not page-faulted in again. Process-wide and final; bytes <= 0\n"
+        "does nothing. Returns whether it took effect (False without glibc). `import llm4dsr` applies\n"
+        "default_freed_memory_retention().");
+  m.def("default_freed_memory_retention", &llm4dsr::default_freed_memory_retention,
+        "$LLM4DSR_RETAIN_FREED_MEMORY in bytes if set (0: off), otherwise 256 MiB.");
 
   llm4dsr::bindings::bind_data(m);
   llm4dsr::bindings::bind_text(m);

@@ -2,11 +2,17 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <string>
 #include <thread>
 
 #include "llm4dsr/error.h"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace llm4dsr {
 
@@ -25,5 +31,27 @@ int default_num_threads() {
 void set_num_threads(int n) { at::set_num_threads(n > 0 ? n : default_num_threads()); }
 
 int num_threads() { return at::get_num_threads(); }
+
+int64_t default_freed_memory_retention() {
+  if (const char* env = std::getenv("LLM4DSR_RETAIN_FREED_MEMORY"); env && *env) {
+    char* end = nullptr;
+    long long n = std::strtoll(env, &end, 10);
+    LLM4DSR_CHECK(end && *end == '\0' && n >= 0,
+                  "LLM4DSR_RETAIN_FREED_MEMORY must be a number of bytes >= 0 (0: off), got '" << env << "'");
+    return static_cast<int64_t>(n);
+  }
+  return int64_t(256) << 20;
+}
+
+bool set_freed_memory_retention(int64_t bytes) {
+  if (bytes <= 0) return false;
+#if defined(__GLIBC__)
+  // mallopt takes an int: larger requests are capped rather than wrapped.
+  const int trim = static_cast<int>(std::min<int64_t>(bytes, INT_MAX));
+  return mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, trim) == 1;
+#else
+  return false;
+#endif
+}
 
 }  // namespace llm4dsr

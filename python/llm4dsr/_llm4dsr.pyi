@@ -8,7 +8,7 @@ import numpy.typing
 import os
 import torch
 import typing
-__all__: list[str] = ['BpeTokenizer', 'Catalog', 'ChatFormat', 'Correction', 'Dataset', 'Denoiser', 'Embedder', 'Error', 'GGUFFile', 'GGUFTensorInfo', 'GenerationOutput', 'Generator', 'Grounder', 'InstructionBuilder', 'InstructionPair', 'LlamaModel', 'LoraConfig', 'ModelCard', 'ModelConfig', 'NoiseScores', 'PretrainedModel', 'PromptTemplate', 'RopeScaling', 'SentencePieceTokenizer', 'Sequence', 'SequenceReport', 'SequenceSet', 'Splits', 'Suggestion', 'TokenizedInstruction', 'Tokenizer', 'Trainer', 'TrainingExample', 'UncertaintyScorer', 'UserChunks', 'all_noise_scores', 'apply_user_corrections', 'apply_window_corrections', 'average_precision', 'default_num_threads', 'default_quantile_grid', 'detect_format', 'detection_metrics', 'flag_noise', 'inject_noise', 'kcore_filter', 'known_model_names', 'load_pretrained', 'load_safetensors', 'load_tokenizer', 'make_lm_examples', 'make_synthetic', 'match_answer', 'model_cache_dir', 'noise_threshold', 'num_threads', 'prepare', 'read_dataset', 'resolve_model', 'save_pretrained', 'save_safetensors', 'score_histogram', 'search_eta', 'set_num_threads', 'split_leave_one_out', 'split_windows', 'synthetic_genres', 'user_chunks', 'window_histories', 'write_jsonl', 'write_recbole', 'write_splits_csv']
+__all__: list[str] = ['BpeTokenizer', 'Catalog', 'ChatFormat', 'Correction', 'Dataset', 'Denoiser', 'Embedder', 'Error', 'GGUFFile', 'GGUFTensorInfo', 'GenerationOutput', 'Generator', 'Grounder', 'InstructionBuilder', 'InstructionPair', 'LlamaModel', 'LoraConfig', 'ModelCard', 'ModelConfig', 'NoiseScores', 'PretrainedModel', 'PromptTemplate', 'RopeScaling', 'SentencePieceTokenizer', 'Sequence', 'SequenceReport', 'SequenceSet', 'Splits', 'Suggestion', 'TokenizedInstruction', 'Tokenizer', 'Trainer', 'TrainingExample', 'UncertaintyScorer', 'UserChunks', 'all_noise_scores', 'apply_user_corrections', 'apply_window_corrections', 'average_precision', 'default_freed_memory_retention', 'default_num_threads', 'default_quantile_grid', 'detect_format', 'detection_metrics', 'flag_noise', 'inject_noise', 'kcore_filter', 'known_model_names', 'load_pretrained', 'load_safetensors', 'load_tokenizer', 'make_lm_examples', 'make_synthetic', 'match_answer', 'model_cache_dir', 'noise_threshold', 'num_threads', 'prepare', 'read_dataset', 'resolve_model', 'save_pretrained', 'save_safetensors', 'score_histogram', 'search_eta', 'set_freed_memory_retention', 'set_num_threads', 'split_leave_one_out', 'split_windows', 'synthetic_genres', 'user_chunks', 'window_histories', 'write_jsonl', 'write_recbole', 'write_splits_csv']
 class Error(RuntimeError):
     pass
 class Catalog:
@@ -1468,6 +1468,10 @@ def average_precision(scores: typing.Any, is_noise: typing.Any) -> float:
     """
     PR-AUC as average precision (scikit-learn's definition).
     """
+def default_freed_memory_retention() -> int:
+    """
+    $LLM4DSR_RETAIN_FREED_MEMORY in bytes if set (0: off), otherwise 256 MiB.
+    """
 def default_num_threads() -> int:
     ...
 def default_quantile_grid() -> list[float]:
@@ -1549,6 +1553,14 @@ def score_histogram(probabilities: typing.Any, is_noise: typing.Any, bins: typin
 def search_eta(validation: collections.abc.Sequence[NoiseScores], objective: collections.abc.Callable, budget: typing.SupportsInt | typing.SupportsIndex = 0, score: str = 'raw', grid: typing.Any = None) -> dict:
     """
     Scans eta quantiles on VALIDATION scores (never the test split): objective(eta, flags) -> float, higher is better. Returns {'candidates': [...], 'best': {'quantile', 'eta', 'objective'}} (ties: the higher quantile).
+    """
+def set_freed_memory_retention(bytes: typing.SupportsInt | typing.SupportsIndex) -> bool:
+    """
+    Keep up to `bytes` of freed memory in the C heap for reuse instead of returning it to the OS
+    (glibc's M_TRIM_THRESHOLD; M_MMAP_THRESHOLD fixed at 32 MB), so that the activations a forward
+    pass frees layer after layer are not page-faulted in again. Process-wide and final; bytes <= 0
+    does nothing. Returns whether it took effect (False without glibc). `import llm4dsr` applies
+    default_freed_memory_retention().
     """
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:
     """

@@ -123,18 +123,6 @@ def test_synthetic_titles_carry_their_genre():
     assert len(set(ds.catalog.titles)) == len(ds.catalog)
 
 
-def test_num_threads_setting(monkeypatch):
-    monkeypatch.delenv("LLM4DSR_NUM_THREADS", raising=False)
-    llm4dsr.set_num_threads(1)
-    assert llm4dsr.num_threads() == 1
-    llm4dsr.set_num_threads(0)
-    assert llm4dsr.num_threads() == llm4dsr.default_num_threads() == os.cpu_count()
-    env = dict(os.environ, LLM4DSR_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", "import llm4dsr, torch; print(torch.get_num_threads())"],
-                         capture_output=True, text=True, env=env)
-    assert out.stdout.strip() == "1", out.stderr
-
-
 def test_version_and_error_type():
     assert llm4dsr.__version__ == "0.1.0"
     assert issubclass(llm4dsr.Error, Exception)

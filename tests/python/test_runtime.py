@@ -1,0 +1,72 @@
+"""Process-wide runtime settings: intra-op threads and freed-memory retention."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import llm4dsr
+
+# Eight 20 MB blocks filled and freed: how much of them the C heap still holds afterwards (mallinfo2's
+# arena growth), and the minor page faults per round over three more rounds after five warm-up rounds.
+# 40,960 pages pass through each round; memory handed back to the OS is faulted in again.
+ROUNDS = """
+import ctypes, resource, torch, llm4dsr
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+def one_round():
+    blocks = [torch.empty(5 << 20).fill_(1.0) for _ in range(8)]
+    del blocks
+heap_before = libc.mallinfo2().arena
+one_round()
+held_mb = (libc.mallinfo2().arena - heap_before) >> 20
+for _ in range(4):
+    one_round()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    one_round()
+print(held_mb, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
+"""
+
+
+def run_python(code: str, **env_overrides) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **env_overrides)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
+def test_num_threads_setting(monkeypatch):
+    monkeypatch.delenv("LLM4DSR_NUM_THREADS", raising=False)
+    llm4dsr.set_num_threads(1)
+    assert llm4dsr.num_threads() == 1
+    llm4dsr.set_num_threads(0)
+    assert llm4dsr.num_threads() == llm4dsr.default_num_threads() == os.cpu_count()
+    out = run_python("import llm4dsr, torch; print(torch.get_num_threads())", LLM4DSR_NUM_THREADS="1")
+    assert out.stdout.strip() == "1", out.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_freed_memory_stays_in_the_heap_and_is_reused():
+    retained = run_python(ROUNDS, LLM4DSR_RETAIN_FREED_MEMORY=str(256 << 20))
+    released = run_python(ROUNDS, LLM4DSR_RETAIN_FREED_MEMORY="0")
+    assert retained.returncode == 0 and released.returncode == 0, retained.stderr + released.stderr
+    held_on, faults_on = map(float, retained.stdout.split())
+    held_off, _ = map(float, released.stdout.split())
+    # On (import llm4dsr applied it): the 160 MB freed stay in the heap and are reused in place.
+    assert held_on >= 150, retained.stdout
+    assert faults_on < 0.1 * 40960, retained.stdout
+    # Off: glibc hands them back (trimmed, or mapped and unmapped block by block).
+    assert held_off < 100, released.stdout
+
+
+def test_freed_memory_retention_setting():
+    assert llm4dsr.set_freed_memory_retention(0) is False  # nothing to do
+    out = run_python("import llm4dsr; print(llm4dsr.default_freed_memory_retention())",
+                     LLM4DSR_RETAIN_FREED_MEMORY="")
+    assert out.stdout.strip() == str(256 << 20), out.stderr
+    bad = run_python("import llm4dsr", LLM4DSR_RETAIN_FREED_MEMORY="lots")
+    assert bad.returncode != 0 and "LLM4DSR_RETAIN_FREED_MEMORY" in bad.stderr and "'lots'" in bad.stderr
