@@ -10,6 +10,8 @@
 
 #include <torch/torch.h>
 
+#include "internal/vector_clones.h"
+
 namespace llm4dsr::internal {
 
 namespace {
@@ -35,6 +37,22 @@ inline float round_trip(float v) {
   return static_cast<float>(static_cast<T>(v));
 }
 
+// One row of the forward: writes the normalised, weighted row to o and returns its inverse RMS.
+template <typename scalar_t>
+LLM4DSR_VECTOR_CLONES float forward_row(const scalar_t* xr, const float* wf, float* h, scalar_t* o, int64_t hidden,
+                                        float eps) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < hidden; ++i) {
+    h[i] = load(xr[i]);
+    sum += h[i] * h[i];
+  }
+  const float r = 1.0f / std::sqrt(sum / static_cast<float>(hidden) + eps);
+#pragma omp simd
+  for (int64_t i = 0; i < hidden; ++i) o[i] = store<scalar_t>(wf[i] * round_trip<scalar_t>(h[i] * r));
+  return r;
+}
+
 template <typename scalar_t>
 void forward_rows(const scalar_t* x, const scalar_t* w, scalar_t* out, float* inv_rms, int64_t rows, int64_t hidden,
                   float eps) {
@@ -43,20 +61,31 @@ void forward_rows(const scalar_t* x, const scalar_t* w, scalar_t* out, float* in
     std::vector<float> wf(hidden), h(hidden);
     for (int64_t i = 0; i < hidden; ++i) wf[i] = load(w[i]);
     for (int64_t row = begin * kRowsPerBlock; row < std::min(rows, end * kRowsPerBlock); ++row) {
-      const scalar_t* xr = x + row * hidden;
-      scalar_t* o = out + row * hidden;
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t i = 0; i < hidden; ++i) {
-        h[i] = load(xr[i]);
-        sum += h[i] * h[i];
-      }
-      const float r = 1.0f / std::sqrt(sum / static_cast<float>(hidden) + eps);
+      const float r = forward_row(x + row * hidden, wf.data(), h.data(), out + row * hidden, hidden, eps);
       if (inv_rms) inv_rms[row] = r;
-#pragma omp simd
-      for (int64_t i = 0; i < hidden; ++i) o[i] = store<scalar_t>(wf[i] * round_trip<scalar_t>(h[i] * r));
     }
   });
+}
+
+// One row of the backward: dx into d, and this row's share of the weight's gradient added to dw
+// (when given). n and gn are scratch rows.
+template <typename scalar_t>
+LLM4DSR_VECTOR_CLONES void backward_row(const scalar_t* gr, const scalar_t* xr, const float* wf, float r, float* n,
+                                        float* gn, scalar_t* d, float* dw, int64_t hidden) {
+  float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t i = 0; i < hidden; ++i) {
+    n[i] = load(xr[i]) * r;
+    gn[i] = load(gr[i]) * wf[i];
+    dot += gn[i] * n[i];
+  }
+  const float mean = dot / static_cast<float>(hidden);
+#pragma omp simd
+  for (int64_t i = 0; i < hidden; ++i) d[i] = store<scalar_t>(r * (gn[i] - n[i] * mean));
+  if (dw) {
+#pragma omp simd
+    for (int64_t i = 0; i < hidden; ++i) dw[i] += load(gr[i]) * round_trip<scalar_t>(n[i]);
+  }
 }
 
 template <typename scalar_t>
@@ -68,26 +97,9 @@ void backward_rows(const scalar_t* g, const scalar_t* x, const scalar_t* w, cons
     for (int64_t i = 0; i < hidden; ++i) wf[i] = load(w[i]);
     for (int64_t block = begin; block < end; ++block) {
       float* dw = dweight_blocks ? dweight_blocks + block * hidden : nullptr;
-      for (int64_t row = block * kRowsPerBlock; row < std::min(rows, (block + 1) * kRowsPerBlock); ++row) {
-        const scalar_t* xr = x + row * hidden;
-        const scalar_t* gr = g + row * hidden;
-        const float r = inv_rms[row];
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t i = 0; i < hidden; ++i) {
-          n[i] = load(xr[i]) * r;
-          gn[i] = load(gr[i]) * wf[i];
-          dot += gn[i] * n[i];
-        }
-        const float mean = dot / static_cast<float>(hidden);
-        scalar_t* d = dx + row * hidden;
-#pragma omp simd
-        for (int64_t i = 0; i < hidden; ++i) d[i] = store<scalar_t>(r * (gn[i] - n[i] * mean));
-        if (dw) {
-#pragma omp simd
-          for (int64_t i = 0; i < hidden; ++i) dw[i] += load(gr[i]) * round_trip<scalar_t>(n[i]);
-        }
-      }
+      for (int64_t row = block * kRowsPerBlock; row < std::min(rows, (block + 1) * kRowsPerBlock); ++row)
+        backward_row(g + row * hidden, x + row * hidden, wf.data(), inv_rms[row], n.data(), gn.data(),
+                     dx + row * hidden, dw, hidden);
     }
   });
 }

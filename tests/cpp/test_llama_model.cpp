@@ -1,5 +1,6 @@
 #include <cmath>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -602,16 +603,64 @@ TEST_CASE("LoRA dropout: inverted Bernoulli mask, reproducible from the CPU seed
   CHECK(torch::equal(lin(x).detach(), x.detach()));
 }
 
+TEST_CASE("LoRA dropout mask: the documented counter-based draw, whatever the thread split or dtype path",
+          "[model][lora]") {
+  // Element i of a [tokens, in] input is kept iff its 32-bit half (low for even i, high for odd i) of
+  // splitmix64(seed + (i / 2) * 0x9e3779b97f4a7c15) is below keep * 2^32, with seed the default CPU
+  // generator's next random64(). Computed here independently and compared with the fp32 path (its
+  // draw split over two threads at an odd element: 1,333 x 25 x 2 elements, halves of 33,325) and the
+  // fused bf16 path (row blocks of 128 rows).
+  const int64_t tokens = 1333, n = 25;
+  const double p = 0.3, keep = 1.0 - p;
+  const int64_t count = 2 * tokens * n;
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    CAPTURE(dtype);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+    llm4dsr::LoraLinear lin(n, n, /*bias=*/false, torch::TensorOptions().dtype(dtype));
+    lin->add_adapter(n, double(n), p, /*use_rslora=*/false, gen);
+    {
+      torch::NoGradGuard g;
+      lin->weight.zero_();
+      lin->lora_A.copy_(torch::eye(n));
+      lin->lora_B.copy_(torch::eye(n));
+    }
+    lin->train();
+    auto x = torch::ones({2, tokens, n}, torch::TensorOptions().dtype(dtype)).requires_grad_(true);
+    torch::manual_seed(21);
+    uint64_t seed;
+    {
+      auto g = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(g.mutex());
+      seed = g.get<at::CPUGeneratorImpl>()->random64();
+    }
+    torch::manual_seed(21);
+    const auto kept = lin(x).detach().reshape({-1}).ne(0);
+    const uint64_t threshold = static_cast<uint64_t>(std::llround(keep * 4294967296.0));
+    std::vector<uint8_t> expected(count);
+    for (int64_t i = 0; i < count; ++i) {
+      uint64_t z = seed + static_cast<uint64_t>(i / 2) * 0x9e3779b97f4a7c15ULL + 0x9e3779b97f4a7c15ULL;
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+      z ^= z >> 31;
+      expected[i] = ((i & 1) ? (z >> 32) : (z & 0xffffffffULL)) < threshold;
+    }
+    CHECK(torch::equal(kept, torch::from_blob(expected.data(), {count}, torch::kUInt8).to(torch::kBool)));
+  }
+}
+
 TEST_CASE("LoRA training step with dropout: output and gradients equal autograd through the explicit formula",
           "[model][lora]") {
   // The reference is PEFT's computation written out: out = y + s * B(A(dropout(x))) in the adapters' fp32,
   // rounded to the base's dtype once, differentiated by autograd. Its mask comes from a probe layer
   // (dropout_probe) run from the same seed on ones of the same shape: the mask depends only
   // on the seed and the element index, so the probe returns mask / keep.
-  const int64_t tokens = 37, in = 24, out = 40, r = 4;
+  // 2 x 333 rows: the bf16 branch's several row blocks (128 rows each) spread over the threads, the last
+  // one partial, and rows whose element count is odd (a dropout draw shared by two blocks).
+  const int64_t in = 25, out = 40, r = 4;
   const double p = 0.3, alpha = 8.0, s = alpha / r;
-  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
-    CAPTURE(dtype);
+  for (const auto& [dtype, tokens] : std::vector<std::pair<torch::Dtype, int64_t>>{
+           {torch::kFloat32, 37}, {torch::kBFloat16, 37}, {torch::kBFloat16, 333}}) {
+    CAPTURE(dtype, tokens);
     auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
     llm4dsr::LoraLinear lin(in, out, /*bias=*/false, torch::TensorOptions().dtype(dtype));
     lin->add_adapter(r, alpha, p, /*use_rslora=*/false, gen);
