@@ -128,15 +128,19 @@ struct LoraBranch : public torch::autograd::Function<LoraBranch> {
   }
 };
 
-// Rows per block of LoraBranchBf16: a block's fp32 rows ([128, 1536] at most for SmolLM2, 768 KB)
-// stay in the L2 cache between the steps that read them.
-constexpr int64_t kLoraBlockRows = 128;
+// Rows per block of LoraBranchBf16: at most 128, so that a block's fp32 rows ([128, 1536] for SmolLM2,
+// 768 KB) stay in the L2 cache between the steps that read them; fewer when that leaves a thread
+// without a block (a batch of one 128-token sequence runs as two blocks of 64 on two threads).
+int64_t lora_block_rows(int64_t tokens) {
+  const int64_t per_thread = (tokens + at::get_num_threads() - 1) / at::get_num_threads();
+  return std::clamp<int64_t>(per_thread, 16, 128);
+}
 
 // LoraBranch for the usual CPU training setup, a bf16 base with fp32 adapters, fused by row blocks.
 // The unfused branch moves whole [tokens, features] tensors through memory several times per
 // projection (x to fp32 with its dropout, y to fp32 and back, the incoming gradient to fp32, the
 // dropout scale kept for backward): with adapters on all seven projections that was 40% of a
-// SmolLM2 step. Here each block of 128 rows is widened, dropped out, multiplied and rounded while it
+// SmolLM2 step. Here each block of up to 128 rows is widened, dropped out, multiplied and rounded while it
 // sits in the cache, and only bf16 tensors and the [tokens, r] intermediate reach memory; the dropout
 // mask is drawn again in backward from its seed (DropoutMask). Same formula, same fp32 arithmetic, same
 // mask as LoraBranch; the adapters' gradients are summed block by block.
@@ -165,15 +169,16 @@ struct LoraBranchBf16 : public torch::autograd::Function<LoraBranchBf16> {
     const c10::BFloat16* xp = x2.const_data_ptr<c10::BFloat16>();
     const c10::BFloat16* yp = y2.const_data_ptr<c10::BFloat16>();
     c10::BFloat16* rp = result.data_ptr<c10::BFloat16>();
-    const int64_t blocks = (tokens + kLoraBlockRows - 1) / kLoraBlockRows;
+    const int64_t block_rows = lora_block_rows(tokens);
+    const int64_t blocks = (tokens + block_rows - 1) / block_rows;
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
       const at::AutoGradMode no_grad(false);  // pool threads start with gradients on; A requires grad
       const std::optional<DropoutMask> mask =
           dropout > 0.0 ? std::optional<DropoutMask>(DropoutMask(seed, 1.0 - dropout)) : std::nullopt;
-      torch::Tensor h = torch::empty({kLoraBlockRows, in}, f32), lora = torch::empty({kLoraBlockRows, out}, f32);
-      torch::Tensor scale = mask ? torch::empty({kLoraBlockRows, in}, f32) : torch::Tensor();
+      torch::Tensor h = torch::empty({block_rows, in}, f32), lora = torch::empty({block_rows, out}, f32);
+      torch::Tensor scale = mask ? torch::empty({block_rows, in}, f32) : torch::Tensor();
       for (int64_t b = b0; b < b1; ++b) {
-        const int64_t first = b * kLoraBlockRows, n = std::min(kLoraBlockRows, tokens - first);
+        const int64_t first = b * block_rows, n = std::min(block_rows, tokens - first);
         dropped_rows(xp, in, first, n, mask ? &*mask : nullptr, h.data_ptr<float>(),
                      mask ? scale.data_ptr<float>() : nullptr);
         torch::Tensor d = down.narrow(0, first, n);
@@ -210,17 +215,18 @@ struct LoraBranchBf16 : public torch::autograd::Function<LoraBranchBf16> {
     if (need_x || need_A || need_B) {
       const c10::BFloat16* xp = x2.const_data_ptr<c10::BFloat16>();
       const c10::BFloat16* gp = g2.const_data_ptr<c10::BFloat16>();
-      const int64_t blocks = (tokens + kLoraBlockRows - 1) / kLoraBlockRows;
+      const int64_t block_rows = lora_block_rows(tokens);
+      const int64_t blocks = (tokens + block_rows - 1) / block_rows;
       at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
         const at::AutoGradMode no_grad(false);
         const int64_t t = at::get_thread_num();
         const std::optional<DropoutMask> mask =
             dropout > 0.0 ? std::optional<DropoutMask>(DropoutMask(seed, 1.0 - dropout)) : std::nullopt;
-        torch::Tensor gf = torch::empty({kLoraBlockRows, out}, f32), gd = torch::empty({kLoraBlockRows, r}, f32);
-        torch::Tensor h = torch::empty({kLoraBlockRows, in}, f32);
-        torch::Tensor scale = mask ? torch::empty({kLoraBlockRows, in}, f32) : torch::Tensor();
+        torch::Tensor gf = torch::empty({block_rows, out}, f32), gd = torch::empty({block_rows, r}, f32);
+        torch::Tensor h = torch::empty({block_rows, in}, f32);
+        torch::Tensor scale = mask ? torch::empty({block_rows, in}, f32) : torch::Tensor();
         for (int64_t b = b0; b < b1; ++b) {
-          const int64_t first = b * kLoraBlockRows, n = std::min(kLoraBlockRows, tokens - first);
+          const int64_t first = b * block_rows, n = std::min(block_rows, tokens - first);
           torch::Tensor gb = gf.narrow(0, 0, n), gdb = gd.narrow(0, 0, n), hb = h.narrow(0, 0, n);
           internal::widen_bf16(gp + first * out, gf.data_ptr<float>(), n * out);
           if (need_B) grad_B_parts[t].addmm_(gb.t(), down.narrow(0, first, n));

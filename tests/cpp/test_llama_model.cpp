@@ -609,7 +609,7 @@ TEST_CASE("LoRA dropout mask: the documented counter-based draw, whatever the th
   // splitmix64(seed + (i / 2) * 0x9e3779b97f4a7c15) is below keep * 2^32, with seed the default CPU
   // generator's next random64(). Computed here independently and compared with the fp32 path (its
   // draw split over two threads at an odd element: 1,333 x 25 x 2 elements, halves of 33,325) and the
-  // fused bf16 path (row blocks of 128 rows).
+  // fused bf16 path (row blocks of up to 128 rows).
   const int64_t tokens = 1333, n = 25;
   const double p = 0.3, keep = 1.0 - p;
   const int64_t count = 2 * tokens * n;
@@ -654,7 +654,7 @@ TEST_CASE("LoRA training step with dropout: output and gradients equal autograd 
   // rounded to the base's dtype once, differentiated by autograd. Its mask comes from a probe layer
   // (dropout_probe) run from the same seed on ones of the same shape: the mask depends only
   // on the seed and the element index, so the probe returns mask / keep.
-  // 2 x 333 rows: the bf16 branch's several row blocks (128 rows each) spread over the threads, the last
+  // 2 x 333 rows: the bf16 branch's several row blocks (up to 128 rows each) spread over the threads, the last
   // one partial, and rows whose element count is odd (a dropout draw shared by two blocks).
   const int64_t in = 25, out = 40, r = 4;
   const double p = 0.3, alpha = 8.0, s = alpha / r;
