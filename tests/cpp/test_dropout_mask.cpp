@@ -5,17 +5,12 @@
 #include <vector>
 
 #include "internal/dropout_mask.h"
+#include "test_support.h"
 
 namespace {
 
-// The documented definition, element by element.
 float reference_scale(uint64_t seed, double keep, int64_t i) {
-  uint64_t z = seed + static_cast<uint64_t>(i / 2) * 0x9e3779b97f4a7c15ULL + 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  z ^= z >> 31;
-  const uint64_t half = (i & 1) ? (z >> 32) : (z & 0xffffffffULL);
-  return half < static_cast<uint64_t>(std::llround(keep * 4294967296.0)) ? static_cast<float>(1.0 / keep) : 0.0f;
+  return llm4dsr::testing::dropout_kept(seed, keep, i) ? static_cast<float>(1.0 / keep) : 0.0f;
 }
 
 }  // namespace

@@ -565,8 +565,8 @@ TEST_CASE("LoRA: zero B is a no-op, the forward follows the formula, merge/unmer
 namespace {
 
 // An n x n LoraLinear in training mode with W = 0, A = B = I and alpha = r: its output is dropout(x) itself.
-llm4dsr::LoraLinear dropout_probe(int64_t n, double p, at::Generator& gen) {
-  llm4dsr::LoraLinear lin(n, n, /*bias=*/false, torch::TensorOptions());
+llm4dsr::LoraLinear dropout_probe(int64_t n, double p, at::Generator& gen, torch::Dtype dtype = torch::kFloat32) {
+  llm4dsr::LoraLinear lin(n, n, /*bias=*/false, torch::TensorOptions().dtype(dtype));
   lin->add_adapter(n, double(n), p, /*use_rslora=*/false, gen);
   torch::NoGradGuard g;
   lin->weight.zero_();
@@ -616,15 +616,7 @@ TEST_CASE("LoRA dropout mask: the documented counter-based draw, whatever the th
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
     CAPTURE(dtype);
     auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
-    llm4dsr::LoraLinear lin(n, n, /*bias=*/false, torch::TensorOptions().dtype(dtype));
-    lin->add_adapter(n, double(n), p, /*use_rslora=*/false, gen);
-    {
-      torch::NoGradGuard g;
-      lin->weight.zero_();
-      lin->lora_A.copy_(torch::eye(n));
-      lin->lora_B.copy_(torch::eye(n));
-    }
-    lin->train();
+    llm4dsr::LoraLinear lin = dropout_probe(n, p, gen, dtype);
     auto x = torch::ones({2, tokens, n}, torch::TensorOptions().dtype(dtype)).requires_grad_(true);
     torch::manual_seed(21);
     uint64_t seed;
@@ -635,15 +627,8 @@ TEST_CASE("LoRA dropout mask: the documented counter-based draw, whatever the th
     }
     torch::manual_seed(21);
     const auto kept = lin(x).detach().reshape({-1}).ne(0);
-    const uint64_t threshold = static_cast<uint64_t>(std::llround(keep * 4294967296.0));
     std::vector<uint8_t> expected(count);
-    for (int64_t i = 0; i < count; ++i) {
-      uint64_t z = seed + static_cast<uint64_t>(i / 2) * 0x9e3779b97f4a7c15ULL + 0x9e3779b97f4a7c15ULL;
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-      z ^= z >> 31;
-      expected[i] = ((i & 1) ? (z >> 32) : (z & 0xffffffffULL)) < threshold;
-    }
+    for (int64_t i = 0; i < count; ++i) expected[i] = llm4dsr::testing::dropout_kept(seed, keep, i);
     CHECK(torch::equal(kept, torch::from_blob(expected.data(), {count}, torch::kUInt8).to(torch::kBool)));
   }
 }

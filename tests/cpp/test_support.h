@@ -2,6 +2,8 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +12,18 @@
 #include <unistd.h>
 
 namespace llm4dsr::testing {
+
+// Whether element i of the LoRA dropout mask with this seed is kept, by the documented definition
+// (internal/dropout_mask.h), written out independently of the library: its 32-bit half (low for even
+// i, high for odd i) of splitmix64(seed + (i / 2) * 0x9e3779b97f4a7c15) is below keep * 2^32.
+inline bool dropout_kept(uint64_t seed, double keep, int64_t i) {
+  uint64_t z = seed + static_cast<uint64_t>(i / 2) * 0x9e3779b97f4a7c15ULL + 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  const uint64_t half = (i & 1) ? (z >> 32) : (z & 0xffffffffULL);
+  return half < static_cast<uint64_t>(std::llround(keep * 4294967296.0));
+}
 
 // ../shared/data beside the source tree, or $LLM4DSR_SHARED_DATA; empty when absent, and tests that
 // need it return early with a WARN (Catch2 v2 has no skip).
