@@ -28,8 +28,9 @@ PYBIND11_MODULE(_llm4dsr, m) {
   m.def("set_freed_memory_retention", &llm4dsr::set_freed_memory_retention, py::arg("bytes"),
         "Keep up to `bytes` of freed memory in the C heap for reuse instead of returning it to the OS\n"
         "(glibc's M_TRIM_THRESHOLD; M_MMAP_THRESHOLD fixed at 32 MB), so that the activations a forward\n"
-        "pass frees layer after layer are not page-faulted in again. Process-wide and final; bytes <= 0\n"
-        "does nothing. Returns whether it took effect (False without glibc). `import llm4dsr` applies\n"
+        "pass frees layer after layer are not page-faulted in again. Per malloc arena (the main heap, and\n"
+        "worker threads' arenas stop shrinking), process-wide and final; bytes <= 0 does nothing. Returns\n"
+        "whether glibc accepted it (False without glibc). `import llm4dsr` applies\n"
         "default_freed_memory_retention().");
   m.def("default_freed_memory_retention", &llm4dsr::default_freed_memory_retention,
         "$LLM4DSR_RETAIN_FREED_MEMORY in bytes if set (0: off), otherwise 256 MiB.");

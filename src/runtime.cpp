@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdlib>
 #include <string>
@@ -35,8 +36,9 @@ int num_threads() { return at::get_num_threads(); }
 int64_t default_freed_memory_retention() {
   if (const char* env = std::getenv("LLM4DSR_RETAIN_FREED_MEMORY"); env && *env) {
     char* end = nullptr;
+    errno = 0;
     long long n = std::strtoll(env, &end, 10);
-    LLM4DSR_CHECK(end && *end == '\0' && n >= 0,
+    LLM4DSR_CHECK(end && *end == '\0' && errno != ERANGE && n >= 0,
                   "LLM4DSR_RETAIN_FREED_MEMORY must be a number of bytes >= 0 (0: off), got '" << env << "'");
     return static_cast<int64_t>(n);
   }

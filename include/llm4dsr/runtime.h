@@ -26,9 +26,12 @@ int default_num_threads();
 //
 // With glibc this sets M_TRIM_THRESHOLD to `bytes` and fixes M_MMAP_THRESHOLD at 32 MB, the bound
 // glibc's own adjustment stops at (blocks from 32 MB up are still mapped and unmapped one by one).
-// Setting them ends glibc's automatic adjustment for the rest of the process; there is no way back.
-// bytes <= 0 leaves the allocator untouched. Returns whether the setting took effect (false without
-// glibc, or when glibc refused a value). Python's `import llm4dsr` applies the default below.
+// glibc applies the trim threshold to each malloc arena on its own: the main heap keeps up to `bytes`
+// of free memory, and the arenas of worker threads (at most 64 MB each) stop shrinking. Setting these
+// ends glibc's automatic adjustment for the rest of the process; there is no way back. bytes <= 0
+// leaves the allocator untouched. Returns whether glibc accepted the values (false without glibc; with
+// another allocator preloaded, glibc's mallopt still accepts them and nothing changes). Python's
+// `import llm4dsr` applies the default below.
 bool set_freed_memory_retention(int64_t bytes);
 
 // $LLM4DSR_RETAIN_FREED_MEMORY in bytes if set (0 turns the retention off), otherwise 256 MiB.

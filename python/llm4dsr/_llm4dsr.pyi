@@ -1558,8 +1558,9 @@ def set_freed_memory_retention(bytes: typing.SupportsInt | typing.SupportsIndex)
     """
     Keep up to `bytes` of freed memory in the C heap for reuse instead of returning it to the OS
     (glibc's M_TRIM_THRESHOLD; M_MMAP_THRESHOLD fixed at 32 MB), so that the activations a forward
-    pass frees layer after layer are not page-faulted in again. Process-wide and final; bytes <= 0
-    does nothing. Returns whether it took effect (False without glibc). `import llm4dsr` applies
+    pass frees layer after layer are not page-faulted in again. Per malloc arena (the main heap, and
+    worker threads' arenas stop shrinking), process-wide and final; bytes <= 0 does nothing. Returns
+    whether glibc accepted it (False without glibc). `import llm4dsr` applies
     default_freed_memory_retention().
     """
 def set_num_threads(n: typing.SupportsInt | typing.SupportsIndex) -> None:

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <regex>
+#include <tuple>
 
 #include <torch/torch.h>
 
@@ -69,6 +70,33 @@ std::pair<torch::Tensor, torch::Tensor> lora_dropout_fp32(const torch::Tensor& x
   return {h, scale};
 }
 
+// The adapter branch's gradients for x (shaped like g with in features), A and B, from the incoming
+// gradient g of out = y + s * B(A(h)), h = x * scale (scale undefined: no dropout), down = s * A h, all
+// in the adapters' dtype, with whole-tensor ATen ops: differentiable again when gradients are recorded.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> lora_branch_grads(
+    const torch::Tensor& g, const torch::Tensor& x2, const torch::Tensor& lora_A, const torch::Tensor& lora_B,
+    const torch::Tensor& down, const torch::Tensor& scale, double scaling, bool need_x, bool need_A, bool need_B) {
+  const torch::Tensor g2 = g.reshape({-1, lora_B.size(0)}).to(lora_B.scalar_type()).contiguous();
+  torch::Tensor grad_x, grad_A, grad_B;
+  if (need_B) grad_B = torch::mm(g2.t(), down);
+  if (need_x || need_A) {
+    const torch::Tensor grad_down = torch::mm(g2, lora_B).mul_(scaling);  // [tokens, r]
+    if (need_A) {
+      torch::Tensor h = x2.to(lora_A.scalar_type());
+      if (scale.defined()) h = h.is_same(x2) ? h * scale : h.mul_(scale);
+      grad_A = torch::mm(grad_down.t(), h);
+    }
+    if (need_x) {
+      torch::Tensor grad_h = torch::mm(grad_down, lora_A);
+      if (scale.defined()) grad_h.mul_(scale);
+      auto sizes = g.sizes().vec();
+      sizes.back() = lora_A.size(1);
+      grad_x = grad_h.to(x2.scalar_type()).view(sizes);
+    }
+  }
+  return {grad_x, grad_A, grad_B};
+}
+
 // The adapter branch of a LoRA linear, training on the CPU: out = y + s * B(A(dropout(x))), computed in
 // the adapters' dtype and rounded to y's once (PEFT's fp32 adapters over a bf16 base: its bf16 + fp32 sum
 // promotes, then is cast back). One autograd node in place of about ten (conversion, dropout, two
@@ -104,26 +132,10 @@ struct LoraBranch : public torch::autograd::Function<LoraBranch> {
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor &x2 = saved[0], &lora_A = saved[1], &lora_B = saved[2], &down = saved[3], &scale = saved[4];
-    const double scaling = ctx->saved_data["scaling"].toDouble();
+    const auto [grad_x, grad_A, grad_B] =
+        lora_branch_grads(grads[0], x2, lora_A, lora_B, down, scale, ctx->saved_data["scaling"].toDouble(),
+                          ctx->needs_input_grad(1), ctx->needs_input_grad(2), ctx->needs_input_grad(3));
     const torch::Tensor& g = grads[0];
-    const torch::Tensor g2 = g.reshape({-1, lora_B.size(0)}).to(lora_B.scalar_type()).contiguous();
-    torch::Tensor grad_x, grad_A, grad_B;
-    if (ctx->needs_input_grad(3)) grad_B = torch::mm(g2.t(), down);
-    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
-      const torch::Tensor grad_down = torch::mm(g2, lora_B).mul_(scaling);  // [tokens, r]
-      if (ctx->needs_input_grad(2)) {
-        torch::Tensor h = x2.to(lora_A.scalar_type());
-        if (scale.defined()) h = h.is_same(x2) ? h * scale : h.mul_(scale);
-        grad_A = torch::mm(grad_down.t(), h);
-      }
-      if (ctx->needs_input_grad(1)) {
-        torch::Tensor grad_h = torch::mm(grad_down, lora_A);
-        if (scale.defined()) grad_h.mul_(scale);
-        auto sizes = g.sizes().vec();
-        sizes.back() = lora_A.size(1);
-        grad_x = grad_h.to(x2.scalar_type()).view(sizes);
-      }
-    }
     return {ctx->needs_input_grad(0) ? g : torch::Tensor(), grad_x, grad_A, grad_B, torch::Tensor(), torch::Tensor()};
   }
 };
@@ -204,19 +216,31 @@ struct LoraBranchBf16 : public torch::autograd::Function<LoraBranchBf16> {
     const uint64_t seed = static_cast<uint64_t>(ctx->saved_data["seed"].toInt());
     const int64_t r = lora_A.size(0), in = lora_A.size(1), out = lora_B.size(0), tokens = x2.size(0);
     const torch::Tensor& g = grads[0];
-    const torch::Tensor g2 = g.reshape({-1, out}).to(torch::kBFloat16).contiguous();
     const bool need_x = ctx->needs_input_grad(1), need_A = ctx->needs_input_grad(2), need_B = ctx->needs_input_grad(3);
     const auto f32 = x2.options().dtype(torch::kFloat32);
+    if (at::GradMode::is_enabled()) {
+      // create_graph: the whole-tensor formula, whose ops autograd records, with the mask drawn in full.
+      torch::Tensor scale;
+      if (dropout > 0.0) {
+        scale = torch::empty({tokens, in}, f32);
+        DropoutMask(seed, 1.0 - dropout).fill(0, scale.numel(), scale.data_ptr<float>());
+      }
+      const auto [grad_x, grad_A, grad_B] =
+          lora_branch_grads(g, x2, lora_A, lora_B, down, scale, scaling, need_x, need_A, need_B);
+      return {ctx->needs_input_grad(0) ? g : torch::Tensor(), grad_x, grad_A, grad_B, torch::Tensor(), torch::Tensor()};
+    }
+    const torch::Tensor g2 = g.reshape({-1, out}).to(torch::kBFloat16).contiguous();
     torch::Tensor grad_x = need_x ? torch::empty({tokens, in}, x2.options()) : torch::Tensor();
-    // Per-thread sums of the adapters' gradients, added up at the end.
-    const int64_t threads = at::get_num_threads();
-    torch::Tensor grad_A_parts = need_A ? torch::zeros({threads, r, in}, f32) : torch::Tensor();
-    torch::Tensor grad_B_parts = need_B ? torch::zeros({threads, out, r}, f32) : torch::Tensor();
+    const int64_t block_rows = lora_block_rows(tokens);
+    const int64_t blocks = (tokens + block_rows - 1) / block_rows;
+    // Per-thread sums of the adapters' gradients, added up at the end (parallel_for numbers its threads
+    // below min(threads, blocks)); their split, and so the last bits of the sums, follow the thread count.
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks));
+    torch::Tensor grad_A_parts = need_A ? torch::zeros({parts, r, in}, f32) : torch::Tensor();
+    torch::Tensor grad_B_parts = need_B ? torch::zeros({parts, out, r}, f32) : torch::Tensor();
     if (need_x || need_A || need_B) {
       const c10::BFloat16* xp = x2.const_data_ptr<c10::BFloat16>();
       const c10::BFloat16* gp = g2.const_data_ptr<c10::BFloat16>();
-      const int64_t block_rows = lora_block_rows(tokens);
-      const int64_t blocks = (tokens + block_rows - 1) / block_rows;
       at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
         const at::AutoGradMode no_grad(false);
         const int64_t t = at::get_thread_num();

@@ -694,6 +694,44 @@ TEST_CASE("LoRA training step with dropout: output and gradients equal autograd 
   }
 }
 
+TEST_CASE("LoRA branch on a bf16 base: create_graph gives the same gradients, themselves differentiable",
+          "[model][lora]") {
+  // The fused bf16 branch's backward works outside autograd; with create_graph it must fall back to
+  // recorded ops rather than return gradients cut off from the graph.
+  const int64_t in = 24, out = 40, r = 4;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  llm4dsr::LoraLinear lin(in, out, /*bias=*/false, torch::TensorOptions().dtype(torch::kBFloat16));
+  lin->add_adapter(r, 8.0, /*dropout=*/0.2, /*use_rslora=*/false, gen);
+  {
+    torch::NoGradGuard g;
+    lin->weight.copy_(torch::randn({out, in}) * 0.2);
+    lin->lora_B.copy_(torch::randn({out, r}));
+  }
+  lin->train();
+  const auto x0 = torch::randn({300, in}).to(torch::kBFloat16);  // several row blocks
+  const auto upstream = torch::randn({300, out}).to(torch::kBFloat16);
+  auto run = [&](bool create_graph) {
+    auto x = x0.clone().requires_grad_(true);
+    torch::manual_seed(7);
+    auto y = lin(x);
+    auto grads = torch::autograd::grad({(y.to(torch::kFloat32) * upstream.to(torch::kFloat32)).sum()},
+                                       {x, lin->lora_A, lin->lora_B}, {}, /*retain_graph=*/true, create_graph);
+    return grads;
+  };
+  const auto plain = run(false);
+  const auto graphed = run(true);
+  for (size_t i = 0; i < plain.size(); ++i) {
+    CAPTURE(i);
+    CHECK_FALSE(plain[i].requires_grad());
+    const double scale = plain[i].to(torch::kFloat32).abs().max().item<double>();
+    CHECK(max_diff(graphed[i].to(torch::kFloat32), plain[i].to(torch::kFloat32)) <= 1e-2 * scale);
+  }
+  // A's gradient depends on B: its sum has a gradient with respect to B.
+  REQUIRE(graphed[1].requires_grad());
+  auto second = torch::autograd::grad({graphed[1].sum()}, {lin->lora_B});
+  CHECK(second[0].abs().sum().item<double>() > 0);
+}
+
 TEST_CASE("LlamaModel LoRA: targets, freezing, gradients, merge", "[model][lora]") {
   const ModelConfig config = tiny_config(/*tied=*/true);
   LlamaModel model(config, torch::kCPU, torch::kFloat32, 5);

@@ -39,7 +39,7 @@ TEST_CASE("freed-memory retention: default from the environment", "[runtime]") {
     CHECK(llm4dsr::default_freed_memory_retention() == 0);
     CHECK_FALSE(llm4dsr::set_freed_memory_retention(0));  // off: the allocator is left alone
   }
-  for (const char* bad : {"-1", "12MB", "lots"}) {
+  for (const char* bad : {"-1", "12MB", "lots", "99999999999999999999"}) {
     ScopedEnv env("LLM4DSR_RETAIN_FREED_MEMORY", bad);
     CHECK_THROWS_WITH(llm4dsr::default_freed_memory_retention(),
                       Catch::Contains("LLM4DSR_RETAIN_FREED_MEMORY") && Catch::Contains(std::string("'") + bad + "'"));
