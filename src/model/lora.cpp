@@ -181,12 +181,12 @@ struct LoraBranchBf16 : public torch::autograd::Function<LoraBranchBf16> {
     const c10::BFloat16* xp = x2.const_data_ptr<c10::BFloat16>();
     const c10::BFloat16* yp = y2.const_data_ptr<c10::BFloat16>();
     c10::BFloat16* rp = result.data_ptr<c10::BFloat16>();
+    const std::optional<DropoutMask> mask =
+        dropout > 0.0 ? std::optional<DropoutMask>(DropoutMask(seed, 1.0 - dropout)) : std::nullopt;
     const int64_t block_rows = lora_block_rows(tokens);
     const int64_t blocks = (tokens + block_rows - 1) / block_rows;
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
       const at::AutoGradMode no_grad(false);  // pool threads start with gradients on; A requires grad
-      const std::optional<DropoutMask> mask =
-          dropout > 0.0 ? std::optional<DropoutMask>(DropoutMask(seed, 1.0 - dropout)) : std::nullopt;
       torch::Tensor h = torch::empty({block_rows, in}, f32), lora = torch::empty({block_rows, out}, f32);
       torch::Tensor scale = mask ? torch::empty({block_rows, in}, f32) : torch::Tensor();
       for (int64_t b = b0; b < b1; ++b) {
@@ -218,12 +218,14 @@ struct LoraBranchBf16 : public torch::autograd::Function<LoraBranchBf16> {
     const torch::Tensor& g = grads[0];
     const bool need_x = ctx->needs_input_grad(1), need_A = ctx->needs_input_grad(2), need_B = ctx->needs_input_grad(3);
     const auto f32 = x2.options().dtype(torch::kFloat32);
+    const std::optional<DropoutMask> mask =
+        dropout > 0.0 ? std::optional<DropoutMask>(DropoutMask(seed, 1.0 - dropout)) : std::nullopt;
     if (at::GradMode::is_enabled()) {
       // create_graph: the whole-tensor formula, whose ops autograd records, with the mask drawn in full.
       torch::Tensor scale;
-      if (dropout > 0.0) {
+      if (mask) {
         scale = torch::empty({tokens, in}, f32);
-        DropoutMask(seed, 1.0 - dropout).fill(0, scale.numel(), scale.data_ptr<float>());
+        mask->fill(0, scale.numel(), scale.data_ptr<float>());
       }
       const auto [grad_x, grad_A, grad_B] =
           lora_branch_grads(g, x2, lora_A, lora_B, down, scale, scaling, need_x, need_A, need_B);
@@ -244,8 +246,6 @@ struct LoraBranchBf16 : public torch::autograd::Function<LoraBranchBf16> {
       at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
         const at::AutoGradMode no_grad(false);
         const int64_t t = at::get_thread_num();
-        const std::optional<DropoutMask> mask =
-            dropout > 0.0 ? std::optional<DropoutMask>(DropoutMask(seed, 1.0 - dropout)) : std::nullopt;
         torch::Tensor gf = torch::empty({block_rows, out}, f32), gd = torch::empty({block_rows, r}, f32);
         torch::Tensor h = torch::empty({block_rows, in}, f32);
         torch::Tensor scale = mask ? torch::empty({block_rows, in}, f32) : torch::Tensor();
@@ -256,10 +256,12 @@ struct LoraBranchBf16 : public torch::autograd::Function<LoraBranchBf16> {
           if (need_B) grad_B_parts[t].addmm_(gb.t(), down.narrow(0, first, n));
           if (!need_x && !need_A) continue;
           at::mm_out(gdb, gb, lora_B).mul_(scaling);  // d loss / d down, [n, r]
-          // The dropped-out input again (for A's gradient), and with it the mask (for x's).
-          if (need_A || mask)
+          // The dropped-out input again for A's gradient (and with it the mask); x's needs only the mask.
+          if (need_A)
             dropped_rows(xp, in, first, n, mask ? &*mask : nullptr, h.data_ptr<float>(),
                          mask ? scale.data_ptr<float>() : nullptr);
+          else if (mask)
+            mask->fill(first * in, n * in, scale.data_ptr<float>());
           if (need_A) grad_A_parts[t].addmm_(gdb.t(), hb);
           if (need_x) {
             at::mm_out(hb, gdb, lora_A);  // d loss / d h, into h's buffer (no longer needed)

@@ -726,6 +726,14 @@ TEST_CASE("LoRA branch on a bf16 base: create_graph gives the same gradients, th
     const double scale = plain[i].to(torch::kFloat32).abs().max().item<double>();
     CHECK(max_diff(graphed[i].to(torch::kFloat32), plain[i].to(torch::kFloat32)) <= 1e-2 * scale);
   }
+  // x's gradient alone (the adapters' not asked for: the backward draws the mask without A's input).
+  {
+    auto x = x0.clone().requires_grad_(true);
+    torch::manual_seed(7);
+    auto y = lin(x);
+    auto only_x = torch::autograd::grad({(y.to(torch::kFloat32) * upstream.to(torch::kFloat32)).sum()}, {x});
+    CHECK(torch::equal(only_x[0], plain[0]));
+  }
   // A's gradient depends on B: its sum has a gradient with respect to B.
   REQUIRE(graphed[1].requires_grad());
   auto second = torch::autograd::grad({graphed[1].sum()}, {lin->lora_B});
