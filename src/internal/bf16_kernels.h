@@ -17,5 +17,8 @@ void add_into_bf16(const c10::BFloat16* y, const float* add, c10::BFloat16* out,
 void scale_into_bf16(const float* h, const float* scale, c10::BFloat16* out, int64_t n);
 // h[i] *= scale[i]
 void scale_in_place(float* h, const float* scale, int64_t n);
+// hi[i] = bf16(x[i]), lo[i] = bf16(x[i] - float(hi[i])): x[i] to about 16 significant bits as hi + lo
+// (exactly when x[i] has at most 16; inf gives a NaN lo).
+void split_bf16(const float* x, c10::BFloat16* hi, c10::BFloat16* lo, int64_t n);
 
 }  // namespace llm4dsr::internal

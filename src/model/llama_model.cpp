@@ -8,6 +8,7 @@
 
 #include "internal/rms_norm.h"
 #include "llm4dsr/error.h"
+#include "model/bf16x3_linear.h"
 #include "model/packed_linear.h"
 
 namespace llm4dsr {
@@ -458,6 +459,7 @@ bool LlamaModelImpl::weight_packing() const { return lm_head_packed_->enabled();
 torch::Tensor LlamaModelImpl::lm_head(const torch::Tensor& hidden) {
   const torch::Tensor w = lm_head_packed_->for_product(hidden, lm_head_weight);
   if (w.is_mkldnn()) return detail::packed_linear(hidden, w, torch::Tensor(), config_.vocab_size);
+  if (detail::is_bf16x3_weight(w, lm_head_weight)) return detail::bf16x3_linear(hidden, w, torch::Tensor());
   return torch::linear(hidden, lm_head_weight);
 }
 

@@ -18,6 +18,7 @@
 #include "llm4dsr/error.h"
 #include "internal/bf16_kernels.h"
 #include "internal/dropout_mask.h"
+#include "model/bf16x3_linear.h"
 #include "model/packed_linear.h"
 
 namespace llm4dsr {
@@ -397,17 +398,19 @@ bool LoraLinearImpl::frozen_rows_product(const torch::Tensor& x) const {
          detail::row_blocks_apply(x.numel() / in_features_);
 }
 
-torch::Tensor LoraLinearImpl::fast_base_product(const torch::Tensor& x, const torch::Tensor& residual) {
+torch::Tensor LoraLinearImpl::fast_base_product(const torch::Tensor& x, const torch::Tensor& residual, bool in_place) {
   const bool with_residual = residual.defined();
   const torch::Tensor w = inference_weight(x);
   if (w.is_mkldnn())
     return with_residual ? detail::packed_linear_add(x, w, residual) : detail::packed_linear(x, w, bias, out_features_);
+  if (detail::is_bf16x3_weight(w, weight))
+    return detail::bf16x3_linear(x, w, with_residual ? torch::Tensor() : bias, residual, in_place);
   if (frozen_rows_product(x)) return FrozenLinear::apply(x, weight, with_residual ? residual : weight, with_residual);
   return {};
 }
 
 torch::Tensor LoraLinearImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = fast_base_product(x, torch::Tensor());
+  torch::Tensor y = fast_base_product(x, torch::Tensor(), false);
   return add_lora(y.defined() ? y : torch::linear(x, weight, bias), x);
 }
 
@@ -424,7 +427,8 @@ torch::Tensor LoraLinearImpl::forward_add(const torch::Tensor& x, const torch::T
     return in_place ? residual.add_(y) : residual + y;
   }
   // in_place comes only without recorded gradients, where FrozenLinear never applies.
-  if (torch::Tensor y = fast_base_product(x, residual); y.defined()) return add_lora(y, x);
+  if (torch::Tensor y = fast_base_product(x, residual, in_place && residual.is_contiguous()); y.defined())
+    return add_lora(y, x);
   const torch::Tensor x2 = x.reshape({-1, in_features_});
   const torch::Tensor r2 = residual.view({-1, out_features_});
   torch::Tensor out;

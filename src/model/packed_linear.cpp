@@ -11,6 +11,8 @@
 
 #include <torch/torch.h>
 
+#include "model/bf16x3_linear.h"
+
 namespace llm4dsr::detail {
 
 namespace {
@@ -123,12 +125,16 @@ torch::Tensor PackedWeight::get(const torch::Tensor& weight) {
   // The storage compared through a weak reference: a freed weight's address may be reused by a new one.
   if (packed_.defined() && storage_.lock().get() == storage && data_ == data && version_ == version) return packed_;
   packed_ = torch::Tensor();
-  try {
-    torch::NoGradGuard no_grad;
-    packed_ = onednn_ops().reorder->call(weight.contiguous(), std::nullopt);
-  } catch (const c10::Error&) {
-    onednn_broken = true;
-    return {};
+  if (weight.scalar_type() == torch::kFloat32) {
+    packed_ = bf16x3_weight(weight);
+  } else {
+    try {
+      torch::NoGradGuard no_grad;
+      packed_ = onednn_ops().reorder->call(weight.contiguous(), std::nullopt);
+    } catch (const c10::Error&) {
+      onednn_broken = true;
+      return {};
+    }
   }
   storage_ = weight.storage().getWeakStorageImpl();
   data_ = data;
@@ -137,7 +143,7 @@ torch::Tensor PackedWeight::get(const torch::Tensor& weight) {
 }
 
 torch::Tensor PackedWeight::for_product(const torch::Tensor& x, const torch::Tensor& weight) {
-  if (!enabled_.load() || !packed_product_applies(x, weight)) return weight;
+  if (!enabled_.load() || !(packed_product_applies(x, weight) || bf16x3_product_applies(x, weight))) return weight;
   torch::Tensor packed = get(weight);
   return packed.defined() ? packed : weight;
 }

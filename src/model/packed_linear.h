@@ -1,4 +1,5 @@
-// bf16 products on the CPU through oneDNN with weights reordered once (internal).
+// bf16 products on the CPU through oneDNN with weights reordered once, and the split copies of fp32
+// weights for precision "high" (bf16x3_linear.h) kept the same way (internal).
 //
 // ATen's bf16 linear reorders the weight into oneDNN's blocked layout on every call. For this
 // model's small projections that reorder costs as much as the product itself (a 576 x 576 weight:
@@ -24,17 +25,19 @@ bool native_bf16_gemm();
 // recorded, a machine with native bf16 GEMMs and libtorch's oneDNN linear ops present.
 bool packed_product_applies(const torch::Tensor& x, const torch::Tensor& weight);
 
-// The oneDNN-reordered copy of one weight. get() packs on first use and again whenever the weight is
+// The oneDNN-reordered copy of one bf16 weight, or the split copy of an fp32 one (bf16x3_weight).
+// get() packs on first use and again whenever the weight is
 // no longer the same storage or its version counter moved (every in-place change through ATen bumps
 // it: merge, copy_, load). Changes that bypass the version counter (writes through `.data` or a raw
 // pointer) must be followed by clear(). Thread-safe.
 class PackedWeight {
  public:
-  // What a product of x with `weight` should read: the packed copy where packed_product_applies and
-  // packing is enabled, otherwise `weight` itself (tell them apart by is_mkldnn()).
+  // What a product of x with `weight` should read, packing being enabled: the oneDNN copy where
+  // packed_product_applies (is_mkldnn()), the split copy where bf16x3_product_applies
+  // (is_bf16x3_weight), otherwise `weight` itself.
   torch::Tensor for_product(const torch::Tensor& x, const torch::Tensor& weight);
-  // The packed copy of `weight` (a bf16 CPU matrix [out, in] that is not an inference tensor), or an
-  // undefined tensor when it cannot be packed (then the caller uses `weight` itself).
+  // The packed copy of `weight` (a bf16 or, split, fp32 CPU matrix [out, in] that is not an inference
+  // tensor), or an undefined tensor when it cannot be packed (then the caller uses `weight` itself).
   torch::Tensor get(const torch::Tensor& weight);
   void clear();
   bool holds_copy();

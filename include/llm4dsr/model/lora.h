@@ -59,8 +59,10 @@ class LoraLinearImpl : public torch::nn::Module {
   // and while no gradient is recorded, and always use the returned tensor.
   torch::Tensor forward_add(const torch::Tensor& x, const torch::Tensor& residual, bool in_place = false);
   // The base weight as the product with x should read it: without recorded gradients on a bf16 CPU
-  // model, a copy reordered once for oneDNN (kept until the weight changes; see release_packed_weight);
-  // otherwise `weight` itself.
+  // model, a copy reordered once for oneDNN; on an fp32 CPU model under
+  // torch.set_float32_matmul_precision("high") on a machine with bf16 matrix units, a copy split into
+  // bf16 halves (from 64 rows of x on); either kept until the weight changes (see
+  // release_packed_weight). Otherwise `weight` itself.
   torch::Tensor inference_weight(const torch::Tensor& x);
   // Drops the reordered copy (it is made again on the next product that uses it).
   void release_packed_weight();
@@ -104,9 +106,10 @@ class LoraLinearImpl : public torch::nn::Module {
   // Whether the base product with x runs as FrozenLinear (lora.cpp): bf16 CPU training of a frozen
   // base with enough rows for one block per thread.
   bool frozen_rows_product(const torch::Tensor& x) const;
-  // residual + x W^T (x W^T + bias without a residual) through the packed weight or FrozenLinear where
-  // either applies; undefined otherwise (then the caller's plain ATen product).
-  torch::Tensor fast_base_product(const torch::Tensor& x, const torch::Tensor& residual);
+  // residual + x W^T (x W^T + bias without a residual) through the packed or split weight or
+  // FrozenLinear where one applies (in_place: the split product may sum into `residual` itself);
+  // undefined otherwise (then the caller's plain ATen product).
+  torch::Tensor fast_base_product(const torch::Tensor& x, const torch::Tensor& residual, bool in_place);
 
   std::shared_ptr<detail::PackedWeight> packed_weight_;
 };

@@ -1,0 +1,51 @@
+// fp32 products on bf16 matrix units: each fp32 factor taken as the sum of two bf16 numbers (internal).
+//
+// PyTorch's float32 matmul precision "high" means "TensorFloat32, or each float32 number treated as the
+// sum of two bfloat16 numbers". On the CPU, PyTorch maps "high" to oneDNN's TF32 mode, which only
+// machines with TF32 units speed up; elsewhere the product stays IEEE fp32. A machine with AMX-BF16
+// or AVX512-BF16 runs bf16 products with fp32 accumulation 4-8 times faster than fp32 FMAs, so this
+// library takes "high" at its word there: with x = xh + xl and w = wh + wl (xh = bf16(x),
+// xl = bf16(x - xh)),
+//
+//     x . w  ~=  xh . wh + xl . wh + xh . wl        (the xl . wl term is below fp32's own rounding)
+//
+// computed as ONE bf16 GEMM over a 3x longer inner dimension: [xh | xl | xh] times [wh | wh | wl],
+// accumulated in fp32 (MKL's gemm_bf16bf16f32, which libtorch carries). Each operand keeps about 16
+// significant bits instead of 24: measured on random [1024 x 576] x [576 x 1536] products, the largest
+// error is 3e-5 of the mean output magnitude, against 4e-6 for fp32 FMAs and 1.5e-2 for a single bf16
+// pass ("medium"). Two to three times faster than fp32 from 64 rows on; below 64 rows the product is
+// bound by reading the weight, which is 1.5x larger here, so fewer rows stay on fp32.
+//
+// Used only where no gradient is recorded (forward, scoring, generation), under
+// torch.set_float32_matmul_precision("high") (or torch.backends.mkldnn.matmul.fp32_precision = "tf32"),
+// on machines with native bf16 products. "highest", the default, is never affected.
+#pragma once
+
+#include <torch/types.h>
+
+namespace llm4dsr::detail {
+
+// Fewest rows for which the split product beats fp32 (M x 576 x 1536 and x 49152: break-even near 32).
+constexpr int64_t kBf16x3MinRows = 64;
+
+// Whether fp32 products should run split: precision "high" requested through torch, native bf16 GEMMs
+// on this machine, and libtorch's MKL exposing gemm_bf16bf16f32.
+bool bf16x3_requested();
+
+// Whether the product of x with weight runs split: bf16x3_requested(), x and weight fp32 on the CPU,
+// weight a matrix, no gradient recorded, and at least kBf16x3MinRows rows in x.
+bool bf16x3_product_applies(const torch::Tensor& x, const torch::Tensor& weight);
+
+// The split copy of weight [out, in] (fp32): [out, 3 * in] bf16 holding [wh | wh | wl] per row.
+torch::Tensor bf16x3_weight(const torch::Tensor& weight);
+
+// Whether `copy` is what bf16x3_weight made of `weight`.
+bool is_bf16x3_weight(const torch::Tensor& copy, const torch::Tensor& weight);
+
+// x [..., in] (fp32) times the split weight: x W^T (+ bias), or residual + x W^T when residual is
+// defined (the GEMM's beta = 1; bias must then be undefined). With in_place the sum is formed in
+// `residual` itself (it must be contiguous); callers always use the returned tensor.
+torch::Tensor bf16x3_linear(const torch::Tensor& x, const torch::Tensor& split_weight, const torch::Tensor& bias,
+                            const torch::Tensor& residual = torch::Tensor(), bool in_place = false);
+
+}  // namespace llm4dsr::detail
