@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "llm4dsr/error.h"
+#include "model/bf16x3_linear.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -55,5 +56,7 @@ bool set_freed_memory_retention(int64_t bytes) {
   return false;
 #endif
 }
+
+bool bf16x3_matmul_available() { return detail::bf16x3_supported(); }
 
 }  // namespace llm4dsr

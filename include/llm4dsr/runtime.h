@@ -1,5 +1,5 @@
-// Process-wide runtime settings: libtorch's intra-op thread count, and how much freed memory the
-// C heap keeps for reuse.
+// Process-wide runtime settings: libtorch's intra-op thread count, how much freed memory the C heap
+// keeps for reuse, and whether fp32 products can run as bf16x3.
 #pragma once
 
 #include <cstdint>
@@ -36,5 +36,15 @@ bool set_freed_memory_retention(int64_t bytes);
 
 // $LLM4DSR_RETAIN_FREED_MEMORY in bytes if set (0 turns the retention off), otherwise 256 MiB.
 int64_t default_freed_memory_retention();
+
+// Whether fp32 products on the CPU follow torch's float32 matmul precision "high"
+// (torch.set_float32_matmul_precision("high") in Python; at::globalContext().setFloat32MatmulPrecision
+// in C++) by running as bf16x3: each fp32 factor taken as the sum of two bf16 numbers, three bf16
+// products accumulated in fp32 on the machine's bf16 matrix units. True on CPUs with AMX-BF16 or
+// AVX512-BF16 and a libtorch that carries MKL's gemm_bf16bf16f32 (x86-64 Linux wheels). The products
+// keep about 16 significant bits per factor: about 10x fp32's rounding error, 500x less than one bf16
+// pass. Without recorded gradients (forward, scoring, generation), from 256 rows on; the split weights
+// take 1.5x the fp32 weights' memory. "highest", PyTorch's default, is never affected.
+bool bf16x3_matmul_available();
 
 }  // namespace llm4dsr

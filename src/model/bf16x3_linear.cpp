@@ -34,8 +34,10 @@ const uint16_t* bits(const torch::Tensor& bf16) { return reinterpret_cast<const 
 
 }  // namespace
 
+bool bf16x3_supported() { return cblas_gemm_bf16bf16f32 != nullptr && native_bf16_gemm(); }
+
 bool bf16x3_requested() {
-  if (cblas_gemm_bf16bf16f32 == nullptr || !native_bf16_gemm()) return false;
+  if (!bf16x3_supported()) return false;
   return at::globalContext().float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL) ==
          at::Float32Precision::TF32;
 }

@@ -13,8 +13,9 @@
 // accumulated in fp32 (MKL's gemm_bf16bf16f32, which libtorch carries). Each operand keeps about 16
 // significant bits instead of 24: measured on random [1024 x 576] x [576 x 1536] products, the largest
 // error is 3e-5 of the mean output magnitude, against 4e-6 for fp32 FMAs and 1.5e-2 for a single bf16
-// pass ("medium"). Two to three times faster than fp32 from 64 rows on; below 64 rows the product is
-// bound by reading the weight, which is 1.5x larger here, so fewer rows stay on fp32.
+// pass ("medium"). 1.2-1.5x faster than fp32 per product at 256-1,024 rows (M x 576 x 576 / 1536 and
+// 1536 x 576), about 2x at 4,096. Fewer rows stay on fp32: there the product leans on reading the
+// weight, 1.5x larger here (prompt processing of one 128-token row was 15% slower split).
 //
 // Used only where no gradient is recorded (forward, scoring, generation), under
 // torch.set_float32_matmul_precision("high") (or torch.backends.mkldnn.matmul.fp32_precision = "tf32"),
@@ -25,11 +26,15 @@
 
 namespace llm4dsr::detail {
 
-// Fewest rows for which the split product beats fp32 (M x 576 x 1536 and x 49152: break-even near 32).
-constexpr int64_t kBf16x3MinRows = 64;
+// Fewest rows for which the split product is used (break-even of a product whose weight is in the
+// cache is near 32-128 rows; in a model, where it is not, higher).
+constexpr int64_t kBf16x3MinRows = 256;
 
-// Whether fp32 products should run split: precision "high" requested through torch, native bf16 GEMMs
-// on this machine, and libtorch's MKL exposing gemm_bf16bf16f32.
+// Whether split products can run here: native bf16 GEMMs on this machine, and libtorch's MKL exposing
+// gemm_bf16bf16f32.
+bool bf16x3_supported();
+
+// bf16x3_supported() and precision "high" requested through torch (oneDNN's matmul precision "tf32").
 bool bf16x3_requested();
 
 // Whether the product of x with weight runs split: bf16x3_requested(), x and weight fp32 on the CPU,

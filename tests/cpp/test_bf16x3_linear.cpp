@@ -15,6 +15,7 @@
 #include "internal/bf16_kernels.h"
 #include "llm4dsr/error.h"
 #include "llm4dsr/model/lora.h"
+#include "llm4dsr/runtime.h"
 #include "model/bf16x3_linear.h"
 
 namespace {
@@ -137,9 +138,9 @@ TEST_CASE("bf16x3_linear: equals the three bf16 products summed, far closer to f
   CHECK_THROWS_AS(llm4dsr::detail::bf16x3_linear(x, split, bias, residual.view({200, 80})), llm4dsr::Error);
 }
 
-TEST_CASE("bf16x3: only under precision \"high\", without gradients, from 64 rows", "[bf16x3]") {
+TEST_CASE("bf16x3: only under precision \"high\", without gradients, from 256 rows", "[bf16x3]") {
   const torch::Tensor w = torch::randn({32, 48});
-  const torch::Tensor rows = torch::randn({64, 48});
+  const torch::Tensor rows = torch::randn({256, 48});
   {
     MatmulPrecision highest("highest");
     CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(rows, w));
@@ -149,13 +150,14 @@ TEST_CASE("bf16x3: only under precision \"high\", without gradients, from 64 row
     CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(rows, w));
   }
   MatmulPrecision high("high");
+  CHECK(llm4dsr::bf16x3_matmul_available() == llm4dsr::detail::bf16x3_requested());
   if (!llm4dsr::detail::bf16x3_requested()) {
     WARN("no native bf16 GEMM or no gemm_bf16bf16f32 in this libtorch: split products not tested");
     return;
   }
   torch::NoGradGuard no_grad;
   CHECK(llm4dsr::detail::bf16x3_product_applies(rows, w));
-  CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(rows.narrow(0, 0, 63), w));
+  CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(rows.narrow(0, 0, 255), w));
   CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(rows.to(torch::kBFloat16), w));
   {
     torch::AutoGradMode grad(true);
@@ -176,7 +178,7 @@ TEST_CASE("LoraLinear under precision \"high\": split copy made once, follows th
     torch::NoGradGuard no_grad;
     layer->weight.normal_(0.0, 0.1);
   }
-  const torch::Tensor x = torch::randn({3, 40, 64});
+  const torch::Tensor x = torch::randn({3, 100, 64});
   auto exact = [&](const torch::Tensor& weight) {
     return torch::matmul(x.to(torch::kFloat64), weight.to(torch::kFloat64).t());
   };
@@ -192,7 +194,7 @@ TEST_CASE("LoraLinear under precision \"high\": split copy made once, follows th
   CHECK(max_abs(doubled.to(torch::kFloat64) - emulated_split_product(x, layer->weight)) <= 4e-6 * scale);
 
   // residual + product (forward_add) and an adapter's low-rank term on top of the split product.
-  const torch::Tensor residual = torch::randn({3, 40, 40});
+  const torch::Tensor residual = torch::randn({3, 100, 40});
   CHECK(max_abs(layer->forward_add(x, residual) - (residual + doubled)) <= 1e-5);
   at::Generator gen = at::detail::createCPUGenerator(7);
   layer->add_adapter(4, 8.0, 0.0, false, gen);
