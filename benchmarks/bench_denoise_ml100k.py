@@ -47,9 +47,10 @@ from llm4dsr.pretraining import pretrain_from_scratch
 from llm4dsr.pipeline import Unit
 
 
-def finetune(base, splits, catalog, pairs, seed, full, bf16, epochs, lr, out_dir, lora_r=8, target_modules="q_proj,v_proj"):
+def finetune(base, splits, catalog, pairs, seed, full, bf16, epochs, lr, out_dir, lora_r=8, target_modules="q_proj,v_proj",
+             loss_on="response"):
     builder = llm4dsr.InstructionBuilder(template="llm4dsr-paper", chat_format=base.card.chat_format,
-                                         max_pairs=pairs, seed=seed)
+                                         max_pairs=pairs, seed=seed, loss_on=loss_on)
     data = builder.tokenize(builder.make_pairs(splits.train, catalog), base.tokenizer)
     model = base.model
     if not full:
@@ -153,7 +154,8 @@ def run_seed(args, seed):
         t0 = time.perf_counter()
         base = llm4dsr.load_pretrained("smollm2-135m-instruct", device=args.device, dtype=args.dtype)
         finetune(base, splits, dataset.catalog, args.pairs, seed, full=False, bf16=args.bf16, epochs=args.epochs, lr=args.lr,
-                 out_dir=os.path.join(tmp, "smollm2"), lora_r=args.lora_r, target_modules=args.target_modules)
+                 out_dir=os.path.join(tmp, "smollm2"), lora_r=args.lora_r, target_modules=args.target_modules,
+                 loss_on=args.loss_on)
         timings["smollm2_finetune"] = time.perf_counter() - t0
         for mode in args.modes:
             key = "smollm2-lora" + ("" if mode == args.modes[0] else f" ({mode})")
@@ -201,6 +203,8 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for SmolLM2 + LoRA (fine-tuning and scoring)")
     p.add_argument("--scratch", action=argparse.BooleanOptionalAction, default=True,
                    help="also the from-scratch model (--no-scratch: SmolLM2 + LoRA against random and popularity only)")
+    p.add_argument("--loss-on", default="response", choices=["response", "all"],
+                   help="SmolLM2 + LoRA's loss mask: the response (paper Eq. 1) or every token (the authors' code)")
     p.add_argument("--lora-r", type=int, default=16, help="alpha = 2 r")
     p.add_argument("--target-modules", default="all-linear", help="comma-separated, or all-linear")
     p.add_argument("--modes", nargs="+", default=["exact", "first-token"], help="scoring modes; the first is headline")

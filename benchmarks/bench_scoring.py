@@ -123,6 +123,10 @@ def parse_args(argv=None):
                         "peer checks run on the CPU in float32 first); the memory part stays on the CPU")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
                    help="weights and activations of both sides (the checks run in float32 first)")
+    p.add_argument("--float32-matmul-precision", default="highest", choices=["highest", "high"],
+                   help="torch.set_float32_matmul_precision for the timed part, both sides and the matmul "
+                        "reference (the peer checks run at 'highest' first). 'high': ours runs its fp32 products "
+                        "of 256 rows or more as bf16x3 (llm4dsr.bf16x3_matmul_available())")
     p.add_argument("--data", default="", help="a dataset path for llm4dsr.read_dataset (default: the synthetic one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-sizes", type=int, nargs="+", default=[10000, 100000])
@@ -332,11 +336,12 @@ def run_throughput(args) -> dict:
     checks = check_peer(pm, authors, make_scorer("first-token", DEFAULT_MICRO_BATCH, "standalone"), sequences,
                         catalog, plans_first)
 
+    torch.set_float32_matmul_precision(args.float32_matmul_precision)
     where = "" if args.device == "cpu" else \
         f"; both scorers on {args.device} ({torch.cuda.get_device_name(torch.device(args.device))})"
     print(f"llm4dsr {llm4dsr.__version__} vs transformers {hf_version}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}{where}")
-    print(f"model {MODEL} ({args.dtype}; {matmul_params(config) / 1e6:.1f}M matmul weights), "
+    print(f"model {MODEL} ({args.dtype}, float32 matmul precision {args.float32_matmul_precision}; {matmul_params(config) / 1e6:.1f}M matmul weights), "
           f"template {card.prompt_template}, chat {card.chat_format}; data {source}: {work.sequences} test histories, "
           f"prefix {work.mean_prefix:.1f} tokens on average ({work.shared_head['first-token']} shared by all, run once "
           f"by ours), {work.title_tokens} teacher-forced title tokens in exact mode")
@@ -389,7 +394,8 @@ def run_throughput(args) -> dict:
             "title_tokens_exact": work.title_tokens, "flops": work.flops, "flops_ours": work.flops_ours,
             "shared_head_tokens": work.shared_head, "checks": checks, "authors": authors_row,
             "rows": rows, "raw_seconds": {str(k): v for k, v in raw.items()}, "threads": torch.get_num_threads(),
-            "repeats": args.repeats, "transformers": hf_version, "dtype": args.dtype, "device": args.device}
+            "repeats": args.repeats, "transformers": hf_version, "dtype": args.dtype, "device": args.device,
+            "float32_matmul_precision": args.float32_matmul_precision}
 
 
 HEADER = (f"{'':<8} {'mode':<25} {'B':>3} {'seq/s':>8} {'tok/s':>8} {'GFLOP/s':>8} {'matmul':>7} {'of mm':>6} "

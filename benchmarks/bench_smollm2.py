@@ -10,6 +10,11 @@ Engines, each in its own process (so that its peak memory is its own):
                          the system cmake/gcc (CMAKE_ARGS=-DGGML_NATIVE=ON; 10+ minutes on two cores). When it
                          is missing or fails to import, the table says so and why.
 
+  *-fp32-high            the same fp32 engines after torch.set_float32_matmul_precision("high"): ours then
+                         runs its fp32 products of 256 rows or more as bf16x3 (each factor the sum of two bf16
+                         numbers, on the AMX/AVX512-BF16 units; src/model/bf16x3_linear.h), transformers gets
+                         what PyTorch makes of "high" on a CPU (oneDNN's TF32 mode: IEEE fp32 without TF32 units).
+
 Figures (all engines get the same token ids, made by our tokenizer from the synthetic dataset's prompts):
   pp B      prompt processing: tokens/s of one forward over B prompts of --prompt-len tokens, logits of the
             last position only (ours: positions=[-1]; transformers: logits_to_keep=1, use_cache=False;
@@ -35,7 +40,7 @@ A sanity line reports, per engine, how many of the decoded tokens equal ours-fp3
 Targets it is judged by: ours >= 1.5x transformers and >= 1.0x llama.cpp on prompt processing at batch >= 8.
 
     .venv/bin/python benchmarks/bench_smollm2.py [--batches 1 8 32] [--prompt-len 128] [--new-tokens 64]
-        [--engines ours-fp32 ours-bf16 hf-fp32 hf-bf16 llama.cpp] [--repeats 3] [--threads 2] [--json out.json]
+        [--engines ours-fp32 ours-fp32-high ours-bf16 hf-fp32 hf-fp32-high hf-bf16 llama.cpp] [--repeats 3] [--threads 2] [--json out.json]
     .venv/bin/python benchmarks/bench_smollm2.py --setup-llama-cpp     # builds build/bench-venv first
 """
 from __future__ import annotations
@@ -53,7 +58,7 @@ from bench_common import memory_mb
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_VENV = os.path.join(REPO, "build", "bench-venv")
 BENCH_PYTHON = os.path.join(BENCH_VENV, "bin", "python")
-ENGINES = ["ours-fp32", "ours-bf16", "hf-fp32", "hf-bf16", "llama.cpp"]
+ENGINES = ["ours-fp32", "ours-fp32-high", "ours-bf16", "hf-fp32", "hf-fp32-high", "hf-bf16", "llama.cpp"]
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -186,12 +191,16 @@ def worker(args) -> int:
         prompts = json.load(f)
     max_batch = max(args.batches)
     try:
+        dtype = "float32" if "-fp32" in args.worker else "bfloat16"
+        if args.worker.endswith("-high"):
+            import torch
+
+            # The same switch for both engines: torch's own float32 matmul precision.
+            torch.set_float32_matmul_precision("high")
         if args.worker.startswith("ours-"):
-            engine = OursEngine(args.gguf, "float32" if args.worker.endswith("fp32") else "bfloat16", args.threads,
-                                args.device)
+            engine = OursEngine(args.gguf, dtype, args.threads, args.device)
         elif args.worker.startswith("hf-"):
-            engine = HFEngine(args.gguf, "float32" if args.worker.endswith("fp32") else "bfloat16", args.threads,
-                              args.device)
+            engine = HFEngine(args.gguf, dtype, args.threads, args.device)
         else:
             engine = LlamaCppEngine(args.gguf, args.threads, max_batch, args.prompt_len + args.new_tokens + 8,
                                     extra_buffers=not args.no_llama_extra_buffers)
@@ -477,16 +486,16 @@ def main(argv=None) -> int:
     print(f"prompt length {args.prompt_len}, decode {args.new_tokens} new tokens at batch 1, best of {args.repeats}; "
           f"load average {load_before[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     print()
-    head = f"{'engine':<11}" + "".join(f"{c + ' tok/s':>14}" for c in cols) + f"{'peak RSS MB':>13}{'RSS@load MB':>13}{'load s':>8}"
+    head = f"{'engine':<15}" + "".join(f"{c + ' tok/s':>14}" for c in cols) + f"{'peak RSS MB':>13}{'RSS@load MB':>13}{'load s':>8}"
     print(head)
     print("-" * len(head))
     for name in args.engines:
         if name in results:
             r = results[name]
-            print(f"{name:<11}" + "".join(f"{fmt(r[k], 1):>14}" for k in keys) +
+            print(f"{name:<15}" + "".join(f"{fmt(r[k], 1):>14}" for k in keys) +
                   f"{fmt(r['peak_rss_mb']):>13}{fmt(r['rss_after_load_mb']):>13}{fmt(r['load_seconds'], 1):>8}")
         elif name in skipped:
-            print(f"{name:<11}  not run: {skipped[name]}")
+            print(f"{name:<15}  not run: {skipped[name]}")
     if args.device != "cpu":
         print("peak GPU memory (torch.cuda.max_memory_allocated): " +
               ", ".join(f"{n} {fmt(r['peak_gpu_mb'])} MB" for n, r in results.items()))
@@ -494,20 +503,20 @@ def main(argv=None) -> int:
         if r["error"]:
             print(f"{name}: failed during the run: {r['error']}")
     print()
-    comparisons = [("ours-fp32", "hf-fp32"), ("ours-bf16", "hf-bf16"), ("ours-fp32", "llama.cpp"),
-                   ("ours-bf16", "llama.cpp")]
+    comparisons = [("ours-fp32", "hf-fp32"), ("ours-fp32-high", "hf-fp32-high"), ("ours-bf16", "hf-bf16"),
+                   ("ours-fp32", "llama.cpp"), ("ours-fp32-high", "llama.cpp"), ("ours-bf16", "llama.cpp")]
     ratios = {}
     for a, b in comparisons:
         if a in results and b in results:
             vals = {k: ratio(results[a][k], results[b][k]) for k in keys}
             mem = ratio(results[a]["peak_rss_mb"], results[b]["peak_rss_mb"])
             ratios[f"{a}/{b}"] = {**vals, "peak_rss": mem}
-            print(f"{a + '/' + b:<22}" + "".join(f"{fmt(vals[k], 2) + 'x':>12}" for k in keys) +
+            print(f"{a + '/' + b:<29}" + "".join(f"{fmt(vals[k], 2) + 'x':>12}" for k in keys) +
                   f"   peak RSS {fmt(mem, 2)}x")
     print()
     big = [b for b in args.batches if b >= 8]
     verdicts = {}
-    for dt in ("fp32", "bf16"):
+    for dt in ("fp32", "fp32-high", "bf16"):
         ours, hf = f"ours-{dt}", f"hf-{dt}"
         for target, other, need in ((f"{ours} >= 1.5x {hf}", hf, 1.5), (f"{ours} >= 1.0x llama.cpp", "llama.cpp", 1.0)):
             if ours not in results or other not in results or not big:
