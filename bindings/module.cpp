@@ -34,8 +34,8 @@ PYBIND11_MODULE(_llm4dsr, m) {
         "default_freed_memory_retention().");
   m.def("bf16x3_matmul_available", &llm4dsr::bf16x3_matmul_available,
         "Whether fp32 CPU products follow torch.set_float32_matmul_precision('high') as bf16x3 (each fp32\n"
-        "factor the sum of two bf16 numbers, three bf16 products accumulated in fp32 on AMX/AVX512-BF16):\n"
-        "a CPU with native bf16 GEMMs and a libtorch carrying MKL's gemm_bf16bf16f32. Without recorded\n"
+        "factor the sum of two bf16 numbers, three bf16 products accumulated in fp32 on AMX-BF16):\n"
+        "a CPU with AMX-BF16 and a libtorch carrying MKL's gemm_bf16bf16f32. Without recorded\n"
         "gradients, from 256 rows on; about 10x fp32's rounding error, 500x less than one bf16 pass.");
   m.def("default_freed_memory_retention", &llm4dsr::default_freed_memory_retention,
         "$LLM4DSR_RETAIN_FREED_MEMORY in bytes if set (0: off), otherwise 256 MiB.");

@@ -40,10 +40,10 @@ int64_t default_freed_memory_retention();
 // Whether fp32 products on the CPU follow torch's float32 matmul precision "high"
 // (torch.set_float32_matmul_precision("high") in Python; at::globalContext().setFloat32MatmulPrecision
 // in C++) by running as bf16x3: each fp32 factor taken as the sum of two bf16 numbers, three bf16
-// products accumulated in fp32 on the machine's bf16 matrix units. True on CPUs with AMX-BF16 or
-// AVX512-BF16 and a libtorch that carries MKL's gemm_bf16bf16f32 (x86-64 Linux wheels). The products
-// keep about 16 significant bits per factor: about 10x fp32's rounding error, 500x less than one bf16
-// pass. Without recorded gradients (forward, scoring, generation), from 256 rows on; the split weights
+// products accumulated in fp32 on the machine's bf16 matrix units. True on CPUs with AMX-BF16
+// (AVX512-BF16 alone is too slow for three products) and a libtorch that carries MKL's
+// gemm_bf16bf16f32 (the x86-64 Linux wheels). The products keep about 16 significant bits per factor:
+// about 10x fp32's rounding error, 500x less than one bf16 pass. Without recorded gradients (forward, scoring, generation), from 256 rows on; the split weights
 // take 1.5x the fp32 weights' memory. "highest", PyTorch's default, is never affected.
 bool bf16x3_matmul_available();
 

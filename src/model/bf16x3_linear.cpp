@@ -2,6 +2,7 @@
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/Utils.h>
 
 #include <climits>
 #include <cstdint>
@@ -34,7 +35,14 @@ const uint16_t* bits(const torch::Tensor& bf16) { return reinterpret_cast<const 
 
 }  // namespace
 
-bool bf16x3_supported() { return cblas_gemm_bf16bf16f32 != nullptr && native_bf16_gemm(); }
+bool bf16x3_supported() {
+  static const bool amx = [] {
+    const auto caps = at::cpu::get_cpu_capabilities();
+    const auto it = caps.find("amx_bf16");
+    return it != caps.end() && it->second.isBool() && it->second.toBool();
+  }();
+  return cblas_gemm_bf16bf16f32 != nullptr && amx && native_bf16_gemm();
+}
 
 bool bf16x3_requested() {
   if (!bf16x3_supported()) return false;
