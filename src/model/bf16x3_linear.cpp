@@ -2,12 +2,14 @@
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/cpu/Utils.h>
 
 #include <climits>
 #include <cstdint>
 #include <cstring>
 
+#include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 #include "internal/bf16_kernels.h"
@@ -52,7 +54,11 @@ bool bf16x3_requested() {
 
 bool bf16x3_product_applies(const torch::Tensor& x, const torch::Tensor& weight) {
   if (at::GradMode::is_enabled() || !fp32_cpu(x) || !fp32_cpu(weight) || weight.dim() != 2) return false;
-  if (x.dim() == 0 || x.size(-1) != weight.size(1) || x.numel() / weight.size(1) < kBf16x3MinRows) return false;
+  // Under autocast the product is autocast's (one bf16 pass, a bf16 result the adapter branch expects).
+  if (at::autocast::is_autocast_enabled(x.device().type())) return false;
+  if (x.dim() == 0 || weight.size(1) == 0 || x.size(-1) != weight.size(1) ||
+      x.numel() / weight.size(1) < kBf16x3MinRows)
+    return false;
   return bf16x3_requested();
 }
 
@@ -129,7 +135,13 @@ torch::Tensor bf16x3_linear(const torch::Tensor& x, const torch::Tensor& split_w
                            static_cast<int>(out_features));
   }
   if (bias.defined()) out.add_(bias);
-  if (residual.defined()) return in_place ? residual : out.view(residual.sizes());
+  if (residual.defined() && in_place) {
+    // Written through a raw pointer: bump the version counter as an in-place ATen op would, so that a
+    // graph that saved `residual` still detects the change.
+    torch::autograd::impl::bump_version(residual);
+    return residual;
+  }
+  if (residual.defined()) return out.view(residual.sizes());
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;
   return out.view(sizes);

@@ -22,7 +22,9 @@
 //
 // Used only where no gradient is recorded (forward, scoring, generation), under
 // torch.set_float32_matmul_precision("high") (or torch.backends.mkldnn.matmul.fp32_precision = "tf32"),
-// on machines with AMX-BF16. "highest", the default, is never affected.
+// on machines with AMX-BF16, not under autocast. "highest", the default, is never affected. Values
+// within 2^-8 of FLT_MAX, and infinities, split into hi = inf and lo = -inf (or NaN) and give NaN
+// where fp32 would not.
 #pragma once
 
 #include <torch/types.h>

@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
 
 #include <cmath>
 #include <cstdint>
@@ -20,19 +21,25 @@
 
 namespace {
 
-// Sets torch's float32 matmul precision for one scope and puts the previous mkldnn setting back.
+// Sets torch's float32 matmul precision for one scope and puts the previous state back: the legacy
+// setting to "highest" (the default; it cannot be read once the per-backend ones are set), then the
+// per-backend matmul settings that setFloat32MatmulPrecision also changes, as they were.
 class MatmulPrecision {
  public:
   explicit MatmulPrecision(const std::string& name)
-      : saved_(at::globalContext().float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL)) {
+      : mkldnn_(at::globalContext().float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL)),
+        cuda_(at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL)) {
     at::globalContext().setFloat32MatmulPrecision(name);
   }
   ~MatmulPrecision() {
-    at::globalContext().setFloat32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL, saved_);
+    at::globalContext().setFloat32MatmulPrecision("highest");
+    at::globalContext().setFloat32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL, mkldnn_);
+    at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL, cuda_);
   }
 
  private:
-  at::Float32Precision saved_;
+  at::Float32Precision mkldnn_;
+  at::Float32Precision cuda_;
 };
 
 uint16_t bits_of(c10::BFloat16 v) {
@@ -130,17 +137,20 @@ TEST_CASE("bf16x3_linear: equals the three bf16 products summed, far closer to f
   const torch::Tensor summed = llm4dsr::detail::bf16x3_linear(x3, split, torch::Tensor(), residual, false);
   CHECK(torch::equal(residual, kept));
   CHECK(max_abs(summed - (kept + y.view({4, 50, 80}))) <= 1e-5);
+  const auto version = residual._version();
   const torch::Tensor in_place = llm4dsr::detail::bf16x3_linear(x3, split, torch::Tensor(), residual, true);
   CHECK(in_place.data_ptr() == residual.data_ptr());
+  CHECK(residual._version() > version);  // an in-place write, as autograd must see it
   CHECK(max_abs(in_place - summed) <= 1e-6);
 
   CHECK_THROWS_AS(llm4dsr::detail::bf16x3_linear(torch::randn({70, 95}), split, torch::Tensor()), llm4dsr::Error);
   CHECK_THROWS_AS(llm4dsr::detail::bf16x3_linear(x, split, bias, residual.view({200, 80})), llm4dsr::Error);
 }
 
-TEST_CASE("bf16x3: only under precision \"high\", without gradients, from 256 rows", "[bf16x3]") {
+TEST_CASE("bf16x3: only under precision \"high\", without gradients or autocast, from 256 rows", "[bf16x3]") {
   const torch::Tensor w = torch::randn({32, 48});
   const torch::Tensor rows = torch::randn({256, 48});
+  torch::NoGradGuard no_grad;  // so that only the precision decides in the first two checks
   {
     MatmulPrecision highest("highest");
     CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(rows, w));
@@ -155,9 +165,16 @@ TEST_CASE("bf16x3: only under precision \"high\", without gradients, from 256 ro
     WARN("no native bf16 GEMM or no gemm_bf16bf16f32 in this libtorch: split products not tested");
     return;
   }
-  torch::NoGradGuard no_grad;
   CHECK(llm4dsr::detail::bf16x3_product_applies(rows, w));
   CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(rows.narrow(0, 0, 255), w));
+  CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(torch::randn({256, 0}), torch::randn({32, 0})));
+  {
+    // Autocast's own bf16 pass (and result dtype) wins.
+    const bool was = at::autocast::is_autocast_enabled(at::kCPU);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(rows, w));
+    at::autocast::set_autocast_enabled(at::kCPU, was);
+  }
   CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(rows.to(torch::kBFloat16), w));
   {
     torch::AutoGradMode grad(true);
@@ -203,6 +220,17 @@ TEST_CASE("LoraLinear under precision \"high\": split copy made once, follows th
   const torch::Tensor adapted = layer(x);
   const torch::Tensor low_rank = torch::matmul(torch::matmul(x, layer->lora_A.t()), layer->lora_B.t()) * 2.0;
   CHECK(max_abs(adapted - (doubled + low_rank)) <= 1e-4);
+
+  // Under bf16 autocast the product stays autocast's, and the adapter's bf16 branch adds onto it.
+  {
+    const bool was = at::autocast::is_autocast_enabled(at::kCPU);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    torch::Tensor autocast_out;
+    CHECK_NOTHROW(autocast_out = layer(x));
+    at::autocast::set_autocast_enabled(at::kCPU, was);
+    CHECK(autocast_out.scalar_type() == torch::kBFloat16);
+    CHECK(max_abs(autocast_out.to(torch::kFloat32) - adapted) <= 0.02 * max_abs(adapted));
+  }
 
   // Precision back to "highest": fp32 products again, bit for bit torch's.
   MatmulPrecision highest("highest");
