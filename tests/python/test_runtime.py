@@ -70,3 +70,19 @@ def test_freed_memory_retention_setting():
     assert out.stdout.strip() == str(256 << 20), out.stderr
     bad = run_python("import llm4dsr", LLM4DSR_RETAIN_FREED_MEMORY="lots")
     assert bad.returncode != 0 and "LLM4DSR_RETAIN_FREED_MEMORY" in bad.stderr and "'lots'" in bad.stderr
+
+
+def test_cli_float32_matmul_precision_sets_torchs_switch(capsys):
+    import torch
+
+    from llm4dsr import cli
+
+    previous = torch.get_float32_matmul_precision()
+    try:
+        assert cli.main(["--float32-matmul-precision", "high", "stats", "--data", "synthetic:users=5,items=20"]) == 0
+        assert torch.get_float32_matmul_precision() == "high"
+        assert torch.backends.mkldnn.matmul.fp32_precision == "tf32"  # what our products read
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    with pytest.raises(SystemExit):
+        cli.main(["--float32-matmul-precision", "fast", "stats", "--data", "synthetic"])
