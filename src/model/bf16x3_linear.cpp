@@ -35,6 +35,24 @@ bool fp32_cpu(const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_t
 
 const uint16_t* bits(const torch::Tensor& bf16) { return reinterpret_cast<const uint16_t*>(bf16.data_ptr()); }
 
+// A contiguous fp32 matrix [rows, n] as bf16 [rows, 3n] in three blocks of n: each row's high halves in
+// block 0 and in whichever of blocks 1 and 2 lo_block is not, its low halves in block lo_block.
+torch::Tensor split_rows(const torch::Tensor& m, int lo_block) {
+  const int64_t rows = m.size(0), n = m.size(1);
+  const int64_t hi_copy = lo_block == 1 ? 2 : 1;
+  torch::Tensor split = torch::empty({rows, 3 * n}, m.options().dtype(torch::kBFloat16));
+  const float* from = m.data_ptr<float>();
+  auto* to = split.data_ptr<c10::BFloat16>();
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      c10::BFloat16* row = to + r * 3 * n;
+      internal::split_bf16(from + r * n, row, row + lo_block * n, n);
+      std::memcpy(row + hi_copy * n, row, n * sizeof(c10::BFloat16));
+    }
+  });
+  return split;
+}
+
 }  // namespace
 
 bool bf16x3_supported() {
@@ -67,19 +85,8 @@ torch::Tensor bf16x3_weight(const torch::Tensor& weight) {
                                                            << weight.scalar_type() << " " << weight.sizes());
   torch::NoGradGuard no_grad;
   const torch::Tensor w = weight.contiguous();
-  const int64_t rows = w.size(0), in = w.size(1);
-  torch::Tensor split = torch::empty({rows, 3 * in}, w.options().dtype(torch::kBFloat16));
-  const float* from = w.data_ptr<float>();
-  auto* to = split.data_ptr<c10::BFloat16>();
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(in, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      c10::BFloat16* row = to + r * 3 * in;
-      // [wh | wh | wl]: against [xh | xl | xh] this sums xh.wh + xl.wh + xh.wl.
-      internal::split_bf16(from + r * in, row, row + 2 * in, in);
-      std::memcpy(row + in, row, in * sizeof(c10::BFloat16));
-    }
-  });
-  return split;
+  // [wh | wh | wl]: against [xh | xl | xh] this sums xh.wh + xl.wh + xh.wl.
+  return split_rows(w, /*lo_block=*/2);
 }
 
 bool is_bf16x3_weight(const torch::Tensor& copy, const torch::Tensor& weight) {
@@ -105,16 +112,7 @@ torch::Tensor bf16x3_linear(const torch::Tensor& x, const torch::Tensor& split_w
   const torch::Tensor w = split_weight.contiguous();
 
   // [xh | xl | xh] per row, matching the weight's [wh | wh | wl].
-  torch::Tensor split_x = torch::empty({rows, 3 * in}, x2.options().dtype(torch::kBFloat16));
-  const float* from = x2.data_ptr<float>();
-  auto* to = split_x.data_ptr<c10::BFloat16>();
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(in, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      c10::BFloat16* row = to + r * 3 * in;
-      internal::split_bf16(from + r * in, row, row + in, in);
-      std::memcpy(row + 2 * in, row, in * sizeof(c10::BFloat16));
-    }
-  });
+  const torch::Tensor split_x = split_rows(x2, /*lo_block=*/1);
 
   torch::Tensor out;
   float beta = 0.0f;
