@@ -1471,8 +1471,8 @@ def average_precision(scores: typing.Any, is_noise: typing.Any) -> float:
 def bf16x3_matmul_available() -> bool:
     """
     Whether fp32 CPU products follow torch.set_float32_matmul_precision('high') as bf16x3 (each fp32
-    factor the sum of two bf16 numbers, three bf16 products accumulated in fp32 on AMX/AVX512-BF16):
-    a CPU with native bf16 GEMMs and a libtorch carrying MKL's gemm_bf16bf16f32. Without recorded
+    factor the sum of two bf16 numbers, three bf16 products accumulated in fp32 on AMX-BF16):
+    a CPU with AMX-BF16 and a libtorch carrying MKL's gemm_bf16bf16f32. Without recorded
     gradients, from 256 rows on; about 10x fp32's rounding error, 500x less than one bf16 pass.
     """
 def default_freed_memory_retention() -> int:
