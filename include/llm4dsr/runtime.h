@@ -43,8 +43,9 @@ int64_t default_freed_memory_retention();
 // products accumulated in fp32 on the machine's bf16 matrix units. True on CPUs with AMX-BF16
 // (AVX512-BF16 alone is too slow for three products) and a libtorch that carries MKL's
 // gemm_bf16bf16f32 (the x86-64 Linux wheels). The products keep about 16 significant bits per factor:
-// about 10x fp32's rounding error, 500x less than one bf16 pass. Without recorded gradients (forward, scoring, generation), from 256 rows on; the split weights
-// take 1.5x the fp32 weights' memory. "highest", PyTorch's default, is never affected.
+// about 10x fp32's rounding error, 500x less than one bf16 pass. Only without recorded gradients
+// (forward, scoring, generation) and outside autocast, from 256 rows on; the split weights take 1.5x
+// the fp32 weights' memory. "highest", PyTorch's default, is never affected.
 bool bf16x3_matmul_available();
 
 }  // namespace llm4dsr

@@ -280,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=0, help="libtorch intra-op threads (default: all cores)")
     parser.add_argument("--float32-matmul-precision", default="", choices=["highest", "high", "medium"],
                         help="torch.set_float32_matmul_precision for float32 models (default: torch's, 'highest'). "
-                             "'high': products of 256 rows or more run as bf16x3 on AMX-BF16 CPUs, 1.3-1.8x faster "
-                             "without gradients at about 10x fp32's rounding error (see README, Stack); 'medium': "
+                             "'high': products of 256 rows or more run as bf16x3 on AMX-BF16 CPUs (scoring and prompt "
+                             "processing 1.2-1.4x faster) at about 10x fp32's rounding error (see README, Stack); 'medium': "
                              "one bf16 pass")
     sub = parser.add_subparsers(dest="command")
 

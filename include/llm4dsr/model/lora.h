@@ -60,7 +60,7 @@ class LoraLinearImpl : public torch::nn::Module {
   torch::Tensor forward_add(const torch::Tensor& x, const torch::Tensor& residual, bool in_place = false);
   // The base weight as the product with x should read it: without recorded gradients on a bf16 CPU
   // model, a copy reordered once for oneDNN; on an fp32 CPU model under
-  // torch.set_float32_matmul_precision("high") on a machine with bf16 matrix units, a copy split into
+  // torch.set_float32_matmul_precision("high") on a machine with AMX-BF16, a copy split into
   // bf16 halves (from 256 rows of x on); either kept until the weight changes (see
   // release_packed_weight). Otherwise `weight` itself.
   torch::Tensor inference_weight(const torch::Tensor& x);
