@@ -6,6 +6,9 @@
 
 #include <torch/torch.h>
 
+#include <ATen/autocast_mode.h>
+
+#include "internal/large_output.h"
 #include "internal/rms_norm.h"
 #include "llm4dsr/error.h"
 #include "model/bf16x3_linear.h"
@@ -458,8 +461,24 @@ bool LlamaModelImpl::weight_packing() const { return lm_head_packed_->enabled();
 
 torch::Tensor LlamaModelImpl::lm_head(const torch::Tensor& hidden) {
   const torch::Tensor w = lm_head_packed_->for_product(hidden, lm_head_weight);
-  if (w.is_mkldnn()) return detail::packed_linear(hidden, w, torch::Tensor(), config_.vocab_size);
   if (detail::is_bf16x3_weight(w, lm_head_weight)) return detail::bf16x3_linear(hidden, w, torch::Tensor());
+  // bf16 logits for many rows (full-sequence logits: 100 MB at batch 8 x 128 tokens): one product into
+  // memory on huge pages (internal/large_output.h). Faulting in a fresh mapping page by page made the
+  // product half as fast (SmolLM2 bf16 forward at batch 8 249 -> 202 ms); the plain weight serves here,
+  // the packed copy pays off on few rows. Not for fp32: its 200 MB of logits on huge pages made the same
+  // forward 14% slower (907-947 -> 1,034-1,106 ms, for reasons not pinned down), so it keeps its path.
+  const int64_t hidden_size = hidden.size(-1), rows = hidden_size > 0 ? hidden.numel() / hidden_size : 0;
+  if (!at::GradMode::is_enabled() && hidden.device().is_cpu() && hidden.scalar_type() == lm_head_weight.scalar_type() &&
+      (hidden.scalar_type() == torch::kBFloat16 || hidden.scalar_type() == torch::kFloat16) &&
+      !at::autocast::is_autocast_enabled(torch::kCPU) &&
+      rows * config_.vocab_size * static_cast<int64_t>(hidden.element_size()) >= internal::kLargeOutputBytes) {
+    torch::Tensor out = internal::empty_large_output({rows, config_.vocab_size}, hidden.options());
+    at::mm_out(out, hidden.reshape({rows, hidden_size}), lm_head_weight.t());
+    auto sizes = hidden.sizes().vec();
+    sizes.back() = config_.vocab_size;
+    return out.view(sizes);
+  }
+  if (w.is_mkldnn()) return detail::packed_linear(hidden, w, torch::Tensor(), config_.vocab_size);
   return torch::linear(hidden, lm_head_weight);
 }
 
