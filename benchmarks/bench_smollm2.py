@@ -12,7 +12,7 @@ Engines, each in its own process (so that its peak memory is its own):
 
   *-fp32-high            the same fp32 engines after torch.set_float32_matmul_precision("high"): ours then
                          runs its fp32 products of 256 rows or more as bf16x3 (each factor the sum of two bf16
-                         numbers, on the AMX/AVX512-BF16 units; src/model/bf16x3_linear.h), transformers gets
+                         numbers, on AMX-BF16; src/model/bf16x3_linear.h), transformers gets
                          what PyTorch makes of "high" on a CPU (oneDNN's TF32 mode: IEEE fp32 without TF32 units).
 
 Figures (all engines get the same token ids, made by our tokenizer from the synthetic dataset's prompts):
