@@ -3,7 +3,6 @@
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
-#include <ATen/cpu/Utils.h>
 
 #include <climits>
 #include <cstdint>
@@ -56,11 +55,7 @@ torch::Tensor split_rows(const torch::Tensor& m, int lo_block) {
 }  // namespace
 
 bool bf16x3_supported() {
-  static const bool amx = [] {
-    const auto caps = at::cpu::get_cpu_capabilities();
-    const auto it = caps.find("amx_bf16");
-    return it != caps.end() && it->second.isBool() && it->second.toBool();
-  }();
+  static const bool amx = cpu_has("amx_bf16");
   return cblas_gemm_bf16bf16f32 != nullptr && amx && native_bf16_gemm();
 }
 

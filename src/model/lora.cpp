@@ -427,8 +427,7 @@ torch::Tensor LoraLinearImpl::forward_add(const torch::Tensor& x, const torch::T
     return in_place ? residual.add_(y) : residual + y;
   }
   // in_place comes only without recorded gradients, where FrozenLinear never applies.
-  if (torch::Tensor y = fast_base_product(x, residual, in_place && residual.is_contiguous()); y.defined())
-    return add_lora(y, x);
+  if (torch::Tensor y = fast_base_product(x, residual, in_place); y.defined()) return add_lora(y, x);
   const torch::Tensor x2 = x.reshape({-1, in_features_});
   const torch::Tensor r2 = residual.view({-1, out_features_});
   torch::Tensor out;

@@ -97,15 +97,15 @@ torch::Tensor by_row_blocks(int64_t rows, int64_t out_features, torch::TensorOpt
   return out;
 }
 
+bool cpu_has(const char* capability) {
+  const auto caps = at::cpu::get_cpu_capabilities();
+  const auto it = caps.find(capability);
+  return it != caps.end() && it->second.isBool() && it->second.toBool();
+}
+
 bool native_bf16_gemm() {
-  static const bool yes = [] {
-    const auto caps = at::cpu::get_cpu_capabilities();
-    auto has = [&](const char* key) {
-      auto it = caps.find(key);
-      return it != caps.end() && it->second.isBool() && it->second.toBool();
-    };
-    return at::globalContext().userEnabledMkldnn() && (has("avx512_bf16") || has("amx_bf16"));
-  }();
+  static const bool yes =
+      at::globalContext().userEnabledMkldnn() && (cpu_has("avx512_bf16") || cpu_has("amx_bf16"));
   return yes;
 }
 

@@ -18,6 +18,9 @@
 
 namespace llm4dsr::detail {
 
+// Whether ATen reports this CPU capability ("amx_bf16", "avx512_bf16", ...) as present.
+bool cpu_has(const char* capability);
+
 // Whether this machine runs bf16 GEMMs natively (AVX512-BF16 or AMX), so oneDNN is ATen's own bf16 path.
 bool native_bf16_gemm();
 

@@ -63,6 +63,13 @@ torch::Tensor emulated_split_product(const torch::Tensor& x, const torch::Tensor
 
 double max_abs(const torch::Tensor& t) { return t.abs().max().item<double>(); }
 
+// Whether split products run here under the precision in force; says why not when they do not.
+bool split_products_run() {
+  if (llm4dsr::detail::bf16x3_requested()) return true;
+  WARN("no AMX-BF16 or no gemm_bf16bf16f32 in this libtorch: split products not tested");
+  return false;
+}
+
 }  // namespace
 
 TEST_CASE("split_bf16: the halves are c10's bf16 roundings of x and of x - hi", "[bf16x3]") {
@@ -100,10 +107,7 @@ TEST_CASE("split_bf16: the halves are c10's bf16 roundings of x and of x - hi", 
 TEST_CASE("bf16x3_linear: equals the three bf16 products summed, far closer to fp32 than one bf16 pass",
           "[bf16x3]") {
   MatmulPrecision high("high");
-  if (!llm4dsr::detail::bf16x3_requested()) {
-    WARN("no native bf16 GEMM or no gemm_bf16bf16f32 in this libtorch: split products not tested");
-    return;
-  }
+  if (!split_products_run()) return;
   torch::manual_seed(11);
   const torch::Tensor x = torch::randn({200, 96});
   const torch::Tensor w = torch::randn({80, 96}) * 0.1;
@@ -161,10 +165,7 @@ TEST_CASE("bf16x3: only under precision \"high\", without gradients or autocast,
   }
   MatmulPrecision high("high");
   CHECK(llm4dsr::bf16x3_matmul_available() == llm4dsr::detail::bf16x3_requested());
-  if (!llm4dsr::detail::bf16x3_requested()) {
-    WARN("no native bf16 GEMM or no gemm_bf16bf16f32 in this libtorch: split products not tested");
-    return;
-  }
+  if (!split_products_run()) return;
   CHECK(llm4dsr::detail::bf16x3_product_applies(rows, w));
   CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(rows.narrow(0, 0, 255), w));
   CHECK_FALSE(llm4dsr::detail::bf16x3_product_applies(torch::randn({256, 0}), torch::randn({32, 0})));
@@ -185,10 +186,7 @@ TEST_CASE("bf16x3: only under precision \"high\", without gradients or autocast,
 TEST_CASE("LoraLinear under precision \"high\": split copy made once, follows the weight, adapter on top",
           "[bf16x3][lora]") {
   MatmulPrecision high("high");
-  if (!llm4dsr::detail::bf16x3_requested()) {
-    WARN("no native bf16 GEMM or no gemm_bf16bf16f32 in this libtorch: split products not tested");
-    return;
-  }
+  if (!split_products_run()) return;
   torch::manual_seed(5);
   llm4dsr::LoraLinear layer(64, 40, false, torch::TensorOptions().dtype(torch::kFloat32));
   {
