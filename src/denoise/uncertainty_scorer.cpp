@@ -11,6 +11,7 @@
 
 #include "internal/parallel.h"
 #include "internal/prompt_fit.h"
+#include "internal/target_log_prob.h"
 #include "llm4dsr/error.h"
 #include "llm4dsr/model/generation.h"
 
@@ -19,9 +20,10 @@ namespace llm4dsr {
 namespace {
 
 constexpr int64_t kGrainSize = 4;
-// Exact mode computes the lm_head over at most this many title positions at a time (logits of
-// SmolLM2's 49k vocabulary: 50 MB in fp32).
-constexpr int64_t kLogitRows = 256;
+// Exact mode computes the lm_head over as many title positions at a time as fit in this many bytes of
+// logits (SmolLM2's 49k vocabulary: 128 rows in fp32, 256 in bf16): below glibc's 32 MB mmap
+// threshold, so each chunk reuses the last one's heap memory instead of faulting in a fresh mapping.
+constexpr int64_t kLogitChunkBytes = int64_t(24) << 20;
 
 // One micro-batch as the model sees it: `shared` cached positions of the prompt head all sequences
 // share, then each row's rest of its prompt, left-padded to `width` columns.
@@ -99,10 +101,12 @@ void add_title_log_probs(LlamaModel& model, KVCache& cache, const std::vector<Sc
   const auto target = targets.reshape({-1}).index_select(0, valid).to(device);
   const int64_t N = valid.size(0);
   auto token_lp = torch::empty({N}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
-  for (int64_t r = 0; r < N; r += kLogitRows) {
-    const int64_t n = std::min(kLogitRows, N - r);
-    auto logits = model->logits_from_hidden(hidden.narrow(0, r, n).unsqueeze(0), torch::Tensor()).squeeze(0).to(torch::kFloat32);
-    token_lp.narrow(0, r, n).copy_(logits.gather(1, target.narrow(0, r, n).unsqueeze(1)).squeeze(1) - logits.logsumexp(-1));
+  const int64_t logit_rows =
+      std::max<int64_t>(1, kLogitChunkBytes / (model->config().vocab_size * static_cast<int64_t>(hidden.element_size())));
+  for (int64_t r = 0; r < N; r += logit_rows) {
+    const int64_t n = std::min(logit_rows, N - r);
+    auto logits = model->logits_from_hidden(hidden.narrow(0, r, n).unsqueeze(0), torch::Tensor()).squeeze(0);
+    token_lp.narrow(0, r, n).copy_(internal::target_log_prob(logits, target.narrow(0, r, n)));
   }
   hidden = torch::Tensor();
   auto sums = torch::zeros({static_cast<int64_t>(titles.size())}, torch::kFloat64);

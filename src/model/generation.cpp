@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include "internal/target_log_prob.h"
 #include "llm4dsr/error.h"
 
 namespace llm4dsr {
@@ -126,8 +127,7 @@ GenerationOutput generate_greedy(LlamaModel& model, const std::vector<std::vecto
     if (options.logits_processor) options.logits_processor(logits, generated.narrow(1, 0, t), t);
     torch::Tensor next = logits.argmax(-1);
     // log p(next) = logit - logsumexp, in fp32; rows already stopped contribute 0.
-    torch::Tensor chosen = logits.gather(1, next.unsqueeze(1)).squeeze(1).to(torch::kFloat32) -
-                           logits.to(torch::kFloat32).logsumexp(-1);
+    torch::Tensor chosen = internal::target_log_prob(logits, next);
     token_log_probs.select(1, t).copy_(chosen.masked_fill_(done, 0.0f));
     next.masked_fill_(done, pad);
     generated.select(1, t).copy_(next);

@@ -1,0 +1,129 @@
+#include "internal/target_log_prob.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include <torch/torch.h>
+
+#include "llm4dsr/error.h"
+#include "internal/vector_clones.h"
+
+namespace llm4dsr::internal {
+
+namespace {
+
+// exp(x) for x <= 0 in fp32 arithmetic that GCC vectorises (std::exp stays a scalar call): x = n ln 2 + r
+// with |r| <= ln 2 / 2 (Cody-Waite, ln 2 in two parts), exp(r) by its Taylor polynomial to degree 7
+// (truncation below 1e-8 relative), times 2^n built in the exponent bits. Inputs below -87 are taken as
+// -87 (exp(-87) = 1.6e-38, still a normal float), which keeps 2^n normal; added to a sum of at least 1,
+// that changes nothing.
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float t = x * 1.44269504088896341f;
+  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+template <typename scalar_t>
+LLM4DSR_VECTOR_CLONES float row_max(const scalar_t* row, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = static_cast<float>(row[i]);
+    m = v > m ? v : m;
+  }
+  return m;
+}
+
+template <typename scalar_t>
+LLM4DSR_VECTOR_CLONES float row_sum_exp(const scalar_t* row, int64_t n, float m) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += exp_nonpositive(static_cast<float>(row[i]) - m);
+  return sum;
+}
+
+// logsumexp of one row: max, then the sum of exp(v - max). A NaN in the row makes the sum NaN (the max
+// pass skips NaNs, exp_nonpositive keeps them); a +inf max gives +inf and an all -inf row gives -inf,
+// as ATen's logsumexp does.
+template <typename scalar_t>
+float row_logsumexp(const scalar_t* row, int64_t n) {
+  const float m = row_max(row, n);
+  if (std::isinf(m)) {
+    if (m < 0) return m;
+    for (int64_t i = 0; i < n; ++i)
+      if (std::isnan(static_cast<float>(row[i]))) return std::numeric_limits<float>::quiet_NaN();
+    return m;
+  }
+  return m + std::log(row_sum_exp(row, n, m));
+}
+
+template <typename scalar_t>
+void target_log_prob_rows(const scalar_t* logits, int64_t row_stride, const int64_t* target, float* out, int64_t rows,
+                          int64_t vocab) {
+  at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t* row = logits + r * row_stride;
+      out[r] = static_cast<float>(row[target[r]]) - row_logsumexp(row, vocab);
+    }
+  });
+}
+
+}  // namespace
+
+bool target_log_prob_kernel_applies(const torch::Tensor& logits, const torch::Tensor& target) {
+  const auto t = logits.scalar_type();
+  return logits.device().is_cpu() && target.device().is_cpu() && logits.dim() == 2 && logits.size(1) > 0 &&
+         logits.stride(1) == 1 && (t == torch::kFloat32 || t == torch::kBFloat16 || t == torch::kFloat16) &&
+         target.scalar_type() == torch::kInt64 && target.dim() == 1 && target.size(0) == logits.size(0);
+}
+
+torch::Tensor target_log_prob(const torch::Tensor& logits, const torch::Tensor& target) {
+  LLM4DSR_CHECK(logits.dim() == 2 && target.dim() == 1 && target.size(0) == logits.size(0),
+                "target_log_prob needs logits [N, V] and targets [N], got " << logits.sizes() << " and " << target.sizes());
+  const int64_t rows = logits.size(0), vocab = logits.size(1);
+  if (!target_log_prob_kernel_applies(logits, target)) {
+    // ATen's gather checks the targets' range itself (on the device, without a synchronisation here).
+    const torch::Tensor l = logits.to(torch::kFloat32);
+    return l.gather(1, target.unsqueeze(1).to(l.device(), torch::kInt64)).squeeze(1) - l.logsumexp(-1);
+  }
+  const torch::Tensor t = target.contiguous();
+  const int64_t* ids = t.data_ptr<int64_t>();
+  for (int64_t r = 0; r < rows; ++r)
+    LLM4DSR_CHECK(ids[r] >= 0 && ids[r] < vocab,
+                  "target_log_prob: target " << ids[r] << " of row " << r << " outside 0.." << vocab - 1);
+  torch::Tensor out = torch::empty({rows}, torch::kFloat32);
+  switch (logits.scalar_type()) {
+    case torch::kFloat32:
+      target_log_prob_rows(logits.data_ptr<float>(), logits.stride(0), ids, out.data_ptr<float>(), rows, vocab);
+      break;
+    case torch::kBFloat16:
+      target_log_prob_rows(logits.data_ptr<c10::BFloat16>(), logits.stride(0), ids, out.data_ptr<float>(),
+                           rows, vocab);
+      break;
+    default:
+      target_log_prob_rows(logits.data_ptr<c10::Half>(), logits.stride(0), ids, out.data_ptr<float>(),
+                           rows, vocab);
+  }
+  return out;
+}
+
+}  // namespace llm4dsr::internal
