@@ -17,6 +17,9 @@ window:
                  instruction-tuned on the same pairs (lr 1e-3)
   random         one uniformly random position per window
   popularity     the least popular item of the window (popularity counted on the training split)
+  seqlm-surprisal  (with --seqlm-fraction; an experiment, NOT the paper's method) SmolLM2 + LoRA trained as a
+                 language model on the training split's interactions as text, each item scored by its
+                 surprisal given the items before it (see sequence_lm_flagger); not counted among the "others"
 
 Reported per flagger: precision / recall / F1 at b = 1 with η = the --quantile of the VALIDATION
 windows' scores (models) or flagging every window (random, popularity: they have no calibrated score),
@@ -30,7 +33,7 @@ Per-window vs per-user units (--unit-users users' training windows; see compare_
 for SmolLM2 + LoRA in the last of --modes.
 
     .venv/bin/python benchmarks/bench_denoise_ml100k.py [--seeds 1 2] [--pairs 1000] [--epochs 1] [--test-windows 1000]
-        [--device cuda] [--no-scratch]
+        [--device cuda] [--no-scratch] [--seqlm-fraction 0.25]
 """
 from __future__ import annotations
 
@@ -116,6 +119,83 @@ def compare_units(pretrained, catalog, train, num_users, quantile, micro_batch_s
     return out
 
 
+SEQUENCE_LM_HEADER = "Here is a list of items a user interacted with, in order:\n"
+
+
+def sequence_lm_text(tokenizer, catalog, items, title_ids):
+    """Token ids of EOS (what precedes a text in the training blocks, which join texts with EOS), the
+    header, then each title on its own line; and the (start, end) span of each title."""
+    ids, spans = [tokenizer.eos_id] + tokenizer.encode(SEQUENCE_LM_HEADER), []
+    newline = tokenizer.encode("\n")
+    for item in items:
+        item = int(item)
+        if item not in title_ids:
+            title_ids[item] = tokenizer.encode(catalog.title(item))
+        spans.append((len(ids), len(ids) + len(title_ids[item])))
+        ids = ids + title_ids[item] + newline
+    return ids, spans
+
+
+def sequence_lm_flagger(args, splits, catalog, histories, valid_histories, labels, seed):
+    """NOT the paper's method (an experiment for comparison): SmolLM2 + LoRA trained as a language model on
+    the training split's interactions as text (each user's history in chunks of 20 titles, one per line,
+    loss on every token, --seqlm-fraction of the chunks), then each item scored by its surprisal in its
+    window, -log P(title | header and the titles before it): under uniform replacement noise the Bayes
+    posterior that item k is the noise is proportional to 1 / P_clean(s_k | the rest), and a prefix-only
+    LM estimates that with the earlier items as the rest. P_noise is the softmax of the surprisals over
+    the window's positions."""
+    import torch
+    t0 = time.perf_counter()
+    base = llm4dsr.load_pretrained("smollm2-135m-instruct", device=args.device, dtype=args.dtype)
+    tok, model, title_ids = base.tokenizer, base.model, {}
+    chunks = list(llm4dsr.user_chunks(splits.train, 20).sequences)
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(chunks))[: max(1, int(len(chunks) * args.seqlm_fraction))]
+    texts = [sequence_lm_text(tok, catalog, chunks[int(i)], title_ids)[0][1:] for i in pick]  # make_lm_examples adds the EOS
+    examples = llm4dsr.make_lm_examples(texts, tok.eos_id, 256)
+    model.add_lora(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05,
+                   target_modules=args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(","),
+                   seed=seed)
+    trainer = llm4dsr.Trainer(model, learning_rate=args.lr, num_epochs=1, micro_batch_size=8,
+                              pad_token_id=tok.pad_id if tok.pad_id >= 0 else 0, seed=seed, progress=True)
+    trainer.train(examples)
+    train_seconds = time.perf_counter() - t0
+    model.eval()
+
+    def surprisal(sequences):
+        out = []
+        for start in range(0, len(sequences), args.micro_batch_size):
+            batch = [sequence_lm_text(tok, catalog, h, title_ids) for h in sequences[start:start + args.micro_batch_size]]
+            width = max(len(ids) for ids, _ in batch)
+            x = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros_like(x)
+            for r, (ids, _) in enumerate(batch):
+                x[r, width - len(ids):] = torch.tensor(ids)
+                mask[r, width - len(ids):] = 1
+            with torch.inference_mode():
+                logp = torch.log_softmax(model.logits(x, mask).float(), -1)
+            token_lp = logp[:, :-1].gather(2, x[:, 1:, None])[..., 0]
+            for r, (ids, spans) in enumerate(batch):
+                pad = width - len(ids)
+                out.append(np.array([-token_lp[r, pad + a - 1:pad + b - 1].sum().item() for a, b in spans]))
+        return out
+
+    def as_scores(sequences, surprisals):
+        scores = []
+        for items, s in zip(sequences, surprisals):
+            log_p = (s - np.logaddexp.reduce(s)).astype(np.float32)  # log softmax over positions
+            rank = np.argsort(np.argsort(-log_p, kind="stable"), kind="stable") + 1
+            scores.append(llm4dsr.NoiseScores(items=np.asarray(items, np.int64), log_prob=log_p, prob=np.exp(log_p),
+                                              rank=rank.astype(np.int64)))
+        return scores
+
+    t0 = time.perf_counter()
+    scores = as_scores(histories, surprisal(histories))
+    score_seconds = time.perf_counter() - t0
+    eta = llm4dsr.noise_threshold(as_scores(valid_histories, surprisal(valid_histories)), args.quantile)
+    return {"eta": eta, **score_metrics(scores, labels, eta)}, train_seconds, score_seconds
+
+
 def run_seed(args, seed):
     timings = {}
     t0 = time.perf_counter()
@@ -167,6 +247,9 @@ def run_seed(args, seed):
             units = compare_units(base, dataset.catalog, splits.train, args.unit_users, args.quantile,
                                   args.micro_batch_size, args.modes[-1], rng)
         del base
+        if args.seqlm_fraction > 0:
+            results["seqlm-surprisal"], timings["seqlm_train"], timings["seqlm_score"] = sequence_lm_flagger(
+                args, splits, dataset.catalog, histories, valid_histories, labels, seed)
         if not args.scratch:
             return results, timings, {"test_windows": len(test), "noise_rate": float(np.concatenate(labels).mean()),
                                       "units": units}
@@ -221,6 +304,9 @@ def main():
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--unit-users", type=int, default=40,
                    help="compare per-window and per-user denoising on this many users' training windows (0: skip)")
+    p.add_argument("--seqlm-fraction", type=float, default=0.0,
+                   help="also the sequence-LM surprisal flagger (not the paper's method; see sequence_lm_flagger), "
+                        "trained on this fraction of the training split's per-user chunks (0: skip)")
     p.add_argument("--json", default="", help="also write the results to this file")
     a = p.parse_args()
     llm4dsr.set_num_threads(a.threads)
@@ -244,11 +330,13 @@ def main():
                 print(f"  per {name:<7} {r['sequences']:6d} sequences {r['positions']:7d} positions  "
                       f"F1@eta {e['f1']:.3f}  F1 top1 {t['f1']:.3f}  PR-AUC {r['pr_auc']:.3f}  "
                       f"score {r['score_seconds']:.1f} s")
-        others = [n for n in results if not n.startswith("smollm2-lora")]
+        others = [n for n in results if not n.startswith("smollm2-lora") and n != "seqlm-surprisal"]
         best_f1 = max(results[n]["top1"]["f1"] for n in others)
         best_auc = max(results[n]["pr_auc"] for n in others)
-        print(f"margin of smollm2-lora over the best other: top-1 F1 {results['smollm2-lora']['top1']['f1'] - best_f1:+.3f}, "
-              f"PR-AUC {results['smollm2-lora']['pr_auc'] - best_auc:+.3f}")
+        for name in ("smollm2-lora", "seqlm-surprisal"):
+            if name in results:
+                print(f"margin of {name} over the best other: top-1 F1 {results[name]['top1']['f1'] - best_f1:+.3f}, "
+                      f"PR-AUC {results[name]['pr_auc'] - best_auc:+.3f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(everything, f, indent=2, default=float)
