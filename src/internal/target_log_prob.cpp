@@ -18,13 +18,13 @@ namespace llm4dsr::internal {
 
 namespace {
 
-// exp(x) for x <= 0 in fp32 arithmetic that GCC vectorises (std::exp stays a scalar call): x = n ln 2 + r
-// with |r| <= ln 2 / 2 (Cody-Waite, ln 2 in two parts), exp(r) by its Taylor polynomial to degree 7
-// (truncation below 1e-8 relative), times 2^n built in the exponent bits. Inputs below -87 are taken as
-// -87 (exp(-87) = 1.6e-38, still a normal float), which keeps 2^n normal; added to a sum of at least 1,
-// that changes nothing.
+// exp(x) for x <= 0 (not NaN) in fp32 arithmetic that GCC vectorises (std::exp stays a scalar call):
+// x = n ln 2 + r with |r| <= ln 2 / 2 (Cody-Waite, ln 2 in two parts), exp(r) by its Taylor polynomial to
+// degree 7 (truncation below 1e-8 relative), times 2^n built in the exponent bits. Inputs below -87,
+// -inf included, are taken as -87 (exp(-87) = 1.6e-38, still a normal float), which keeps 2^n normal;
+// added to a sum of at least 1, that changes nothing.
 inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
+  x = x >= -87.0f ? x : -87.0f;
   const float t = x * 1.44269504088896341f;
   const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
   const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
@@ -42,14 +42,18 @@ inline float exp_nonpositive(float x) {
   return p * scale;
 }
 
+// The row's largest value (NaNs skipped) and how many NaNs it holds.
 template <typename scalar_t>
-LLM4DSR_VECTOR_CLONES float row_max(const scalar_t* row, int64_t n) {
+LLM4DSR_VECTOR_CLONES float row_max(const scalar_t* row, int64_t n, int64_t& nans) {
   float m = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : m)
+  int32_t count = 0;  // 32-bit lanes, like the floats', so the loop stays one vector wide
+#pragma omp simd reduction(max : m) reduction(+ : count)
   for (int64_t i = 0; i < n; ++i) {
     const float v = static_cast<float>(row[i]);
     m = v > m ? v : m;
+    count += v != v;
   }
+  nans = count;
   return m;
 }
 
@@ -61,18 +65,14 @@ LLM4DSR_VECTOR_CLONES float row_sum_exp(const scalar_t* row, int64_t n, float m)
   return sum;
 }
 
-// logsumexp of one row: max, then the sum of exp(v - max). A NaN in the row makes the sum NaN (the max
-// pass skips NaNs, exp_nonpositive keeps them); a +inf max gives +inf and an all -inf row gives -inf,
-// as ATen's logsumexp does.
+// logsumexp of one row as ATen's logsumexp gives it: NaN when the row holds a NaN, +inf when it holds
+// +inf, -inf when every entry is -inf; otherwise its max plus the log of the sum of exp(v - max).
 template <typename scalar_t>
 float row_logsumexp(const scalar_t* row, int64_t n) {
-  const float m = row_max(row, n);
-  if (std::isinf(m)) {
-    if (m < 0) return m;
-    for (int64_t i = 0; i < n; ++i)
-      if (std::isnan(static_cast<float>(row[i]))) return std::numeric_limits<float>::quiet_NaN();
-    return m;
-  }
+  int64_t nans = 0;
+  const float m = row_max(row, n, nans);
+  if (nans > 0) return std::numeric_limits<float>::quiet_NaN();
+  if (std::isinf(m)) return m;
   return m + std::log(row_sum_exp(row, n, m));
 }
 
