@@ -50,6 +50,11 @@ from llm4dsr.pretraining import pretrain_from_scratch
 from llm4dsr.pipeline import Unit
 
 
+def lora_targets(spec):
+    """--target-modules as add_lora takes it: "all-linear" or a list of module names."""
+    return spec if spec == "all-linear" else spec.split(",")
+
+
 def finetune(base, splits, catalog, pairs, seed, full, bf16, epochs, lr, out_dir, lora_r=8, target_modules="q_proj,v_proj",
              loss_on="response"):
     builder = llm4dsr.InstructionBuilder(template="llm4dsr-paper", chat_format=base.card.chat_format,
@@ -57,8 +62,7 @@ def finetune(base, splits, catalog, pairs, seed, full, bf16, epochs, lr, out_dir
     data = builder.tokenize(builder.make_pairs(splits.train, catalog), base.tokenizer)
     model = base.model
     if not full:
-        targets = target_modules if target_modules == "all-linear" else target_modules.split(",")
-        model.add_lora(r=lora_r, alpha=2 * lora_r, dropout=0.05, target_modules=targets, seed=seed)
+        model.add_lora(r=lora_r, alpha=2 * lora_r, dropout=0.05, target_modules=lora_targets(target_modules), seed=seed)
     pad = base.tokenizer.pad_id if base.tokenizer.pad_id >= 0 else 0
     trainer = llm4dsr.Trainer(model, learning_rate=lr, num_epochs=epochs, micro_batch_size=8, bf16=bf16,
                               pad_token_id=pad, seed=seed, output_dir=out_dir, save_steps=10_000, progress=True)
@@ -153,8 +157,7 @@ def sequence_lm_flagger(args, splits, catalog, histories, valid_histories, label
     pick = rng.permutation(len(chunks))[: max(1, int(len(chunks) * args.seqlm_fraction))]
     texts = [sequence_lm_text(tok, catalog, chunks[int(i)], title_ids)[0][1:] for i in pick]  # make_lm_examples adds the EOS
     examples = llm4dsr.make_lm_examples(texts, tok.eos_id, 256)
-    model.add_lora(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05,
-                   target_modules=args.target_modules if args.target_modules == "all-linear" else args.target_modules.split(","),
+    model.add_lora(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05, target_modules=lora_targets(args.target_modules),
                    seed=seed)
     trainer = llm4dsr.Trainer(model, learning_rate=args.lr, num_epochs=1, micro_batch_size=8,
                               pad_token_id=tok.pad_id if tok.pad_id >= 0 else 0, seed=seed, progress=True)

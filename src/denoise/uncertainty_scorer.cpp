@@ -9,6 +9,7 @@
 #include <numeric>
 #include <utility>
 
+#include "internal/large_output.h"
 #include "internal/parallel.h"
 #include "internal/prompt_fit.h"
 #include "internal/target_log_prob.h"
@@ -21,9 +22,10 @@ namespace {
 
 constexpr int64_t kGrainSize = 4;
 // Exact mode computes the lm_head over as many title positions at a time as fit in this many bytes of
-// logits (SmolLM2's 49k vocabulary: 128 rows in fp32, 256 in bf16): below glibc's 32 MB mmap
-// threshold, so each chunk reuses the last one's heap memory instead of faulting in a fresh mapping.
-constexpr int64_t kLogitChunkBytes = int64_t(24) << 20;
+// logits (24 MB; SmolLM2's 49k vocabulary: 128 rows in fp32, 256 in bf16): below glibc's mmap
+// threshold (internal/large_output.h), so each chunk reuses the last one's heap memory instead of
+// faulting in a fresh mapping.
+constexpr int64_t kLogitChunkBytes = internal::kLargeOutputBytes / 4 * 3;
 
 // One micro-batch as the model sees it: `shared` cached positions of the prompt head all sequences
 // share, then each row's rest of its prompt, left-padded to `width` columns.
