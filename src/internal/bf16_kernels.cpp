@@ -1,7 +1,6 @@
 #include "internal/bf16_kernels.h"
 
-#include <cstring>
-
+#include "internal/fast_math.h"
 #include "internal/vector_clones.h"
 
 namespace llm4dsr::internal {
@@ -25,26 +24,6 @@ LLM4DSR_VECTOR_CLONES void scale_into_bf16(const float* h, const float* scale, c
 LLM4DSR_VECTOR_CLONES void scale_in_place(float* h, const float* scale, int64_t n) {
   for (int64_t i = 0; i < n; ++i) h[i] *= scale[i];
 }
-
-namespace {
-
-// c10::BFloat16's rounding (to nearest even, NaN kept as a quiet NaN) written so that the loop below
-// vectorises: c10's own conversion branches on NaN per element and stays scalar.
-inline uint16_t round_to_bf16_bits(float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, sizeof u);
-  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  return v != v ? uint16_t{0x7fc0} : static_cast<uint16_t>(rounded);
-}
-
-inline float bf16_bits_to_float(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float v;
-  std::memcpy(&v, &u, sizeof v);
-  return v;
-}
-
-}  // namespace
 
 LLM4DSR_VECTOR_CLONES void split_bf16(const float* x, c10::BFloat16* hi, c10::BFloat16* lo, int64_t n) {
   static_assert(sizeof(c10::BFloat16) == sizeof(uint16_t));

@@ -12,35 +12,12 @@
 #include <torch/torch.h>
 
 #include "llm4dsr/error.h"
+#include "internal/fast_math.h"
 #include "internal/vector_clones.h"
 
 namespace llm4dsr::internal {
 
 namespace {
-
-// exp(x) for x <= 0 (not NaN) in fp32 arithmetic that GCC vectorises (std::exp stays a scalar call):
-// x = n ln 2 + r with |r| <= ln 2 / 2 (Cody-Waite, ln 2 in two parts), exp(r) by its Taylor polynomial to
-// degree 7 (truncation below 1e-8 relative), times 2^n built in the exponent bits. Inputs below -87,
-// -inf included, are taken as -87 (exp(-87) = 1.6e-38, still a normal float), which keeps 2^n normal;
-// added to a sum of at least 1, that changes nothing.
-inline float exp_nonpositive(float x) {
-  x = x >= -87.0f ? x : -87.0f;
-  const float t = x * 1.44269504088896341f;
-  const float n = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
 
 // The row's largest value (NaNs skipped) and how many NaNs it holds.
 template <typename scalar_t>

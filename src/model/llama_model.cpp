@@ -10,6 +10,8 @@
 
 #include "internal/large_output.h"
 #include "internal/rms_norm.h"
+#include "internal/rotary.h"
+#include "internal/swiglu.h"
 #include "llm4dsr/error.h"
 #include "model/bf16x3_linear.h"
 #include "model/packed_linear.h"
@@ -38,24 +40,31 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos, con
 
 // RoPE with its own backward: the rotation is linear, so the gradient is the transposed rotation
 // g * cos + [g2 * sin, -g1 * sin], and only cos/sin are kept for it (autograd through the elementwise
-// ops would keep x and several intermediates).
+// ops would keep x and several intermediates). cos/sin are [B or 1, T, D]. The result is written in
+// `out_dtype` (attention's: fp32 for bf16 training on the CPU) and the gradient in x's dtype, each by one
+// pass of internal::rotate where it applies.
 struct RotaryFunction : public torch::autograd::Function<RotaryFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& cos,
-                               const torch::Tensor& sin) {
+                               const torch::Tensor& sin, torch::ScalarType out_dtype) {
     ctx->save_for_backward({cos, sin});
-    return apply_rotary(x, cos, sin);
+    ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
+    if (internal::rotary_kernel_applies(x, cos, sin)) return internal::rotate(x, cos, sin, 1, out_dtype);
+    return apply_rotary(x, cos.unsqueeze(2), sin.unsqueeze(2)).to(out_dtype);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor& cos = saved[0];
     const torch::Tensor& sin = saved[1];
+    const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
     const torch::Tensor& g = grads[0];
+    if (internal::rotary_kernel_applies(g, cos, sin)) return {internal::rotate(g, cos, sin, -1, dtype), {}, {}, {}};
+    const torch::Tensor c = cos.unsqueeze(2), s = sin.unsqueeze(2);
     const int64_t half = g.size(-1) / 2;
-    torch::Tensor dx = g * cos;
-    dx.narrow(-1, 0, half).addcmul_(g.narrow(-1, half, half), sin.narrow(-1, half, half), 1);
-    dx.narrow(-1, half, half).addcmul_(g.narrow(-1, 0, half), sin.narrow(-1, 0, half), -1);
-    return {dx, torch::Tensor(), torch::Tensor()};
+    torch::Tensor dx = g * c;
+    dx.narrow(-1, 0, half).addcmul_(g.narrow(-1, half, half), s.narrow(-1, half, half), 1);
+    dx.narrow(-1, half, half).addcmul_(g.narrow(-1, 0, half), s.narrow(-1, 0, half), -1);
+    return {dx.to(dtype), {}, {}, {}};
   }
 };
 
@@ -115,6 +124,21 @@ struct RMSNormFunction : public torch::autograd::Function<RMSNormFunction> {
       dx = gn.sub_(n.mul_(mean_gn)).mul_(rr).to(x.scalar_type());
     }
     return {dx, dweight, torch::Tensor()};
+  }
+};
+
+// silu(gate) * up with its own backward, both one pass (internal/swiglu.h); keeps gate and up only.
+struct SwiGLUFunction : public torch::autograd::Function<SwiGLUFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& gate,
+                               const torch::Tensor& up) {
+    ctx->save_for_backward({gate, up});
+    return internal::swiglu_forward(gate, up);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    auto [d_gate, d_up] = internal::swiglu_backward(grads[0], saved[0], saved[1]);
+    return {d_gate, d_up};
   }
 };
 
@@ -182,11 +206,19 @@ torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const Attention
   auto q = q_proj(x).view({B, T, num_heads_, head_dim_});
   auto k = k_proj(x).view({B, T, num_kv_heads_, head_dim_});
   auto v = v_proj(x).view({B, T, num_kv_heads_, head_dim_});
-  auto cos = ctx.cos.unsqueeze(2), sin = ctx.sin.unsqueeze(2);
-  if (at::GradMode::is_enabled()) {
-    q = RotaryFunction::apply(q, cos, sin);
-    k = RotaryFunction::apply(k, cos, sin);
+  // The CPU flash-attention backward has no fast bf16/fp16 kernel (about 2.5x slower than in fp32 at
+  // T = 128): when a gradient is recorded, attention runs in fp32 on upcast copies of q, k and v
+  // (small next to the projections) and its output is rounded back once. Without a cache, RoPE
+  // writes q and k in fp32 directly.
+  const auto dtype = q.scalar_type();
+  const bool grad = at::GradMode::is_enabled();
+  const bool upcast = grad && q.device().is_cpu() && (dtype == torch::kBFloat16 || dtype == torch::kFloat16);
+  if (grad) {
+    const auto rotated_dtype = upcast && !ctx.cache ? torch::kFloat32 : dtype;
+    q = RotaryFunction::apply(q, ctx.cos, ctx.sin, rotated_dtype);
+    k = RotaryFunction::apply(k, ctx.cos, ctx.sin, rotated_dtype);
   } else {
+    auto cos = ctx.cos.unsqueeze(2), sin = ctx.sin.unsqueeze(2);
     q = apply_rotary(q, cos, sin);
     k = apply_rotary(k, cos, sin);
   }
@@ -194,19 +226,13 @@ torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const Attention
   k = k.transpose(1, 2);
   v = v.transpose(1, 2);
   if (ctx.cache) std::tie(k, v) = ctx.cache->append(layer_index_, k, v);
-  std::optional<torch::Tensor> mask;
-  if (ctx.mask.defined()) mask = ctx.mask;
-  // The CPU flash-attention backward has no fast bf16/fp16 kernel (about 2.5x slower than in fp32 at
-  // T = 128): when a gradient is recorded, attention runs in fp32 on upcast copies of q, k and v
-  // (small next to the projections) and its output is rounded back once.
-  const auto dtype = q.scalar_type();
-  const bool upcast = at::GradMode::is_enabled() && q.device().is_cpu() &&
-                      (dtype == torch::kBFloat16 || dtype == torch::kFloat16);
   if (upcast) {
     q = q.to(torch::kFloat32);
     k = k.to(torch::kFloat32);
     v = v.to(torch::kFloat32);
   }
+  std::optional<torch::Tensor> mask;
+  if (ctx.mask.defined()) mask = ctx.mask;
   // enable_gqa: each KV head serves num_heads / num_kv_heads consecutive query heads (HF's repeat_kv)
   // without materialising the repeated keys and values.
   auto out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, ctx.is_causal && T > 1,
@@ -233,7 +259,10 @@ torch::Tensor LlamaMLPImpl::activation(const torch::Tensor& x) {
     if (fused.defined()) return fused;
   }
   torch::Tensor gate = gate_proj(x), up = up_proj(x);
-  if (at::GradMode::is_enabled()) return torch::silu(gate) * up;
+  if (at::GradMode::is_enabled()) {
+    if (internal::swiglu_kernel_applies(gate, up)) return SwiGLUFunction::apply(gate, up);
+    return torch::silu(gate) * up;
+  }
   return torch::silu_(gate).mul_(up);
 }
 
