@@ -8,6 +8,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include "internal/causal_attention.h"
 #include "internal/large_output.h"
 #include "internal/rms_norm.h"
 #include "internal/rotary.h"
@@ -207,12 +208,16 @@ torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const Attention
   auto k = k_proj(x).view({B, T, num_kv_heads_, head_dim_});
   auto v = v_proj(x).view({B, T, num_kv_heads_, head_dim_});
   // The CPU flash-attention backward has no fast bf16/fp16 kernel (about 2.5x slower than in fp32 at
-  // T = 128): when a gradient is recorded, attention runs in fp32 on upcast copies of q, k and v
-  // (small next to the projections) and its output is rounded back once. Without a cache, RoPE
-  // writes q and k in fp32 directly.
+  // T = 128). When a gradient is recorded, bf16 causal attention without a cache or mask (training's
+  // case) takes internal::bf16_causal_attention (bf16 flash forward, backward by bf16 GEMMs); other
+  // bf16/fp16 cases run in fp32 on upcast copies of q, k and v and round the output back once, and
+  // without a cache RoPE writes q and k in fp32 directly.
   const auto dtype = q.scalar_type();
   const bool grad = at::GradMode::is_enabled();
-  const bool upcast = grad && q.device().is_cpu() && (dtype == torch::kBFloat16 || dtype == torch::kFloat16);
+  const bool bf16_training_attention = grad && q.device().is_cpu() && dtype == torch::kBFloat16 && !ctx.cache &&
+                                       !ctx.mask.defined() && ctx.is_causal && T > 1;
+  const bool upcast = grad && !bf16_training_attention && q.device().is_cpu() &&
+                      (dtype == torch::kBFloat16 || dtype == torch::kFloat16);
   if (grad) {
     const auto rotated_dtype = upcast && !ctx.cache ? torch::kFloat32 : dtype;
     q = RotaryFunction::apply(q, ctx.cos, ctx.sin, rotated_dtype);
@@ -231,12 +236,14 @@ torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const Attention
     k = k.to(torch::kFloat32);
     v = v.to(torch::kFloat32);
   }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  if (bf16_training_attention && internal::bf16_causal_attention_applies(q, k, v))
+    return internal::bf16_causal_attention(q, k, v, scale).transpose(1, 2).reshape({B, T, num_heads_ * head_dim_});
   std::optional<torch::Tensor> mask;
   if (ctx.mask.defined()) mask = ctx.mask;
   // enable_gqa: each KV head serves num_heads / num_kv_heads consecutive query heads (HF's repeat_kv)
   // without materialising the repeated keys and values.
-  auto out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, ctx.is_causal && T > 1,
-                                              1.0 / std::sqrt(static_cast<double>(head_dim_)),
+  auto out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, ctx.is_causal && T > 1, scale,
                                               /*enable_gqa=*/num_kv_heads_ != num_heads_);
   if (upcast) out = out.to(dtype);
   return out.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_});
