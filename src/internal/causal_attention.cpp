@@ -1,6 +1,7 @@
 #include "internal/causal_attention.h"
 
 #include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/BFloat16.h>
 
 #include <algorithm>
@@ -43,6 +44,9 @@ uint16_t* bits(const torch::Tensor& t) { return reinterpret_cast<uint16_t*>(t.da
 struct Bf16CausalAttention : public torch::autograd::Function<Bf16CausalAttention> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
                                const torch::Tensor& v, double scale) {
+    // Under bf16 autocast (the trainer's option for fp32 models) ATen would recast these products'
+    // inputs; the dtypes here are already the ones wanted, forward and backward.
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, /*is_causal=*/true,
                                                                       std::nullopt, scale);
     ctx->save_for_backward({q, k, v, out, lse});
@@ -52,6 +56,7 @@ struct Bf16CausalAttention : public torch::autograd::Function<Bf16CausalAttentio
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const auto saved = ctx->get_saved_variables();
     const double scale = ctx->saved_data["scale"].toDouble();
     const torch::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
