@@ -3,10 +3,10 @@
 //
 // rotate(x, cos, sin, sign) = x * cos + sign * rotate_half(x) * sin, rotate_half(x) = [-x2, x1]. With
 // sign = +1 it is RoPE; with sign = -1 it is RoPE's transpose, hence its gradient. In LoRA training the
-// queries and keys were rotated by a product and two half-width multiply-adds (three passes), then
-// upcast to fp32 for attention (a fourth), and the same again backward; this reads x once and writes
-// the result once, in the dtype the next step wants. Arithmetic is fp32, rounded once when the output
-// is bf16.
+// queries and keys were rotated by a product and two half-width multiply-adds (three passes), and the
+// same again backward; this reads x once and writes the result once, in the dtype attention reads
+// (bf16 for the bf16 training attention, fp32 where attention runs on upcast copies, saving the upcast's
+// pass). Arithmetic is fp32, rounded once when the output is bf16.
 #pragma once
 
 #include <torch/types.h>
