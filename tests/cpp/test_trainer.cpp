@@ -62,6 +62,23 @@ double max_abs_diff(const std::vector<torch::Tensor>& a, const std::vector<torch
   return m;
 }
 
+// bf16 CPU autocast for a scope: off again, and the previous dtype back, on exit or exception.
+class Bf16Autocast {
+ public:
+  explicit Bf16Autocast(bool enabled = true) : previous_(at::autocast::get_autocast_dtype(at::kCPU)) {
+    at::autocast::set_autocast_enabled(at::kCPU, enabled);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  }
+  ~Bf16Autocast() {
+    at::autocast::set_autocast_enabled(at::kCPU, false);
+    at::autocast::set_autocast_dtype(at::kCPU, previous_);
+    at::autocast::clear_cache();
+  }
+
+ private:
+  at::ScalarType previous_;
+};
+
 }  // namespace
 
 TEST_CASE("causal_lm_loss_sum equals a hand-shifted log-softmax over the full logits", "[trainer]") {
@@ -158,21 +175,13 @@ TEST_CASE("under bf16 autocast the residual stream stays fp32 and the loss stays
   torch::NoGradGuard no_grad;
   const double fp32 = causal_lm_loss_sum(model, batch, 0).sum.item<double>();
   auto ids = torch::randint(3, 40, {2, 6}, torch::kInt64);
-  const auto previous = at::autocast::get_autocast_dtype(at::kCPU);
-  at::autocast::set_autocast_enabled(at::kCPU, true);
-  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
   torch::Tensor hidden;
   double bf16 = 0;
-  try {
+  {
+    Bf16Autocast autocast;
     hidden = model->forward_hidden(ids);  // HF: fp32 residual + bf16 projections promote to fp32
     bf16 = causal_lm_loss_sum(model, batch, 0).sum.item<double>();
-  } catch (...) {
-    at::autocast::set_autocast_enabled(at::kCPU, false);
-    throw;
   }
-  at::autocast::set_autocast_enabled(at::kCPU, false);
-  at::autocast::set_autocast_dtype(at::kCPU, previous);
-  at::autocast::clear_cache();
   CHECK(hidden.scalar_type() == torch::kFloat32);
   CHECK(bf16 == Approx(fp32).epsilon(0.02));
   CHECK(bf16 != fp32);  // the lm_head did run in bf16
@@ -187,18 +196,10 @@ TEST_CASE("bf16 autocast training of an fp32 model: gradients close to fp32's, a
   for (const auto& e : examples) batch.push_back(&e);
   auto gradients = [&](bool autocast) {
     model->zero_grad();
-    const auto previous = at::autocast::get_autocast_dtype(at::kCPU);
-    at::autocast::set_autocast_enabled(at::kCPU, autocast);
-    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
-    try {
+    {
+      Bf16Autocast scope(autocast);
       causal_lm_loss_sum(model, batch, 0).sum.backward();
-    } catch (...) {
-      at::autocast::set_autocast_enabled(at::kCPU, false);
-      throw;
     }
-    at::autocast::set_autocast_enabled(at::kCPU, false);
-    at::autocast::set_autocast_dtype(at::kCPU, previous);
-    at::autocast::clear_cache();
     std::vector<torch::Tensor> out;
     for (const auto& p : model->parameters()) out.push_back(p.grad().clone());
     return out;
