@@ -18,8 +18,8 @@ namespace llm4dsr::internal {
 
 namespace {
 
-// The backward's fp32 scores per slice of the batch: B_slice * H * T * T * 4 bytes at most this
-// (one slice holds at least one sequence).
+// The backward's fp32 scores per slice of (sequence, KV head) pairs: G * T * T * 4 bytes each, at most
+// this many per slice (a slice holds at least one pair).
 constexpr int64_t kScoreBytes = int64_t{64} << 20;
 
 // One query row of the backward: d = sum(dO * O) over the head dimension, then for keys j <= t
@@ -61,57 +61,56 @@ struct Bf16CausalAttention : public torch::autograd::Function<Bf16CausalAttentio
     const double scale = ctx->saved_data["scale"].toDouble();
     const torch::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
     const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KV = k.size(1), G = H / KV;
-    const torch::Tensor d_out = grads[0].to(torch::kBFloat16);
-    torch::Tensor dq = torch::empty({B, H, T, D}, q.options());
-    torch::Tensor dk = torch::empty({B, KV, T, D}, k.options());
-    torch::Tensor dv = torch::empty({B, KV, T, D}, v.options());
-    const int64_t per_sequence = H * T * T * 4;
-    const int64_t slice = std::max<int64_t>(1, kScoreBytes / per_sequence);
-    for (int64_t b0 = 0; b0 < B; b0 += slice) {
-      const int64_t n = std::min(slice, B - b0);
-      // Each KV head's G query heads stacked: [n * KV, G * T, D] (HF's repeat_kv order: query head h
-      // reads KV head h / G).
-      const torch::Tensor qs = q.narrow(0, b0, n).contiguous().view({n * KV, G * T, D});
-      const torch::Tensor dos = d_out.narrow(0, b0, n).contiguous().view({n * KV, G * T, D});
-      const torch::Tensor ks = k.narrow(0, b0, n).reshape({n * KV, T, D});
-      const torch::Tensor vs = v.narrow(0, b0, n).reshape({n * KV, T, D});
+    // Each KV head's G query heads stacked: [B * KV, G * T, D] (HF's repeat_kv order: query head h
+    // reads KV head h / G). Row r of a stack, over all B * KV of them, is ((b * KV + kv) * G + g) * T + t
+    // = (b * H + h) * T + t: lse's own order.
+    const torch::Tensor q_all = q.contiguous().view({B * KV, G * T, D});
+    const torch::Tensor do_all = grads[0].to(torch::kBFloat16).contiguous().view({B * KV, G * T, D});
+    const torch::Tensor k_all = k.reshape({B * KV, T, D});
+    const torch::Tensor v_all = v.reshape({B * KV, T, D});
+    const torch::Tensor lse_all = lse.contiguous();
+    LLM4DSR_CHECK(out.stride(3) == 1, "bf16_causal_attention: flash output with inner stride " << out.stride(3));
+    torch::Tensor dq = torch::empty({B * KV, G * T, D}, q.options());
+    torch::Tensor dk = torch::empty({B * KV, T, D}, k.options());
+    torch::Tensor dv = torch::empty({B * KV, T, D}, v.options());
+    const int64_t per_stack = G * T * T * 4;
+    const int64_t slice = std::max<int64_t>(1, kScoreBytes / per_stack);
+    const float fscale = static_cast<float>(scale);
+    const uint16_t* o_ptr = bits(out);
+    const int64_t ob = out.stride(0), oh = out.stride(1), ot = out.stride(2);
+    for (int64_t first = 0; first < B * KV; first += slice) {
+      const int64_t n = std::min(slice, B * KV - first);
+      const torch::Tensor qs = q_all.narrow(0, first, n), dos = do_all.narrow(0, first, n);
+      const torch::Tensor ks = k_all.narrow(0, first, n), vs = v_all.narrow(0, first, n);
       // Scores in fp32 from a K^T laid out [D, T] (MKL's fp32 batched GEMM is 2.7x slower on the
       // transposed view); dO V^T in bf16.
       const torch::Tensor s = torch::bmm(qs.to(torch::kFloat32), ks.to(torch::kFloat32).transpose(1, 2).contiguous());
       const torch::Tensor dp = torch::bmm(dos, vs.transpose(1, 2));
-      torch::Tensor p = torch::empty({n * KV, G * T, T}, q.options());
+      torch::Tensor p = torch::empty({n, G * T, T}, q.options());
       torch::Tensor ds = torch::empty_like(p);
-      const torch::Tensor out_slice = out.narrow(0, b0, n);
-      const torch::Tensor lse_slice = lse.narrow(0, b0, n).contiguous();
       const float* s_ptr = s.data_ptr<float>();
-      const float* lse_ptr = lse_slice.data_ptr<float>();
+      const float* lse_ptr = lse_all.data_ptr<float>() + first * G * T;
       const uint16_t* dp_ptr = bits(dp);
       const uint16_t* do_ptr = bits(dos);
-      const uint16_t* o_ptr = bits(out_slice);
       uint16_t* p_ptr = bits(p);
       uint16_t* ds_ptr = bits(ds);
-      const int64_t ob = out_slice.stride(0), oh = out_slice.stride(1), ot = out_slice.stride(2);
-      LLM4DSR_CHECK(out_slice.stride(3) == 1, "bf16_causal_attention: flash output with inner stride "
-                                                  << out_slice.stride(3));
-      const float fscale = static_cast<float>(scale);
-      // Row r = ((b * KV + kv) * G + g) * T + t = (b * H + h) * T + t: lse's own order.
-      at::parallel_for(0, n * H * T, 64, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, n * G * T, 64, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
-          const int64_t t = r % T, h = (r / T) % H, b = r / (T * H);
+          const int64_t global = first * G * T + r;  // (b * H + h) * T + t
+          const int64_t t = global % T, h = (global / T) % H, b = global / (T * H);
           score_row(s_ptr + r * T, dp_ptr + r * T, do_ptr + r * D, o_ptr + b * ob + h * oh + t * ot, D, lse_ptr[r],
                     fscale, t + 1, T, p_ptr + r * T, ds_ptr + r * T);
         }
       });
-      // dV = P^T dO and dK = dS^T Q sum over the group's G * T rows; dQ = dS K.
-      // Written in place: a slice of the batch dimension of a contiguous tensor is contiguous.
-      torch::Tensor dv_slice = dv.narrow(0, b0, n).view({n * KV, T, D});
-      torch::Tensor dk_slice = dk.narrow(0, b0, n).view({n * KV, T, D});
-      torch::Tensor dq_slice = dq.narrow(0, b0, n).view({n * KV, G * T, D});
+      // dV = P^T dO and dK = dS^T Q sum over the group's G * T rows; dQ = dS K. Written in place: a
+      // slice of the first dimension of a contiguous tensor is contiguous.
+      torch::Tensor dv_slice = dv.narrow(0, first, n), dk_slice = dk.narrow(0, first, n);
+      torch::Tensor dq_slice = dq.narrow(0, first, n);
       torch::bmm_out(dv_slice, p.transpose(1, 2), dos);
       torch::bmm_out(dk_slice, ds.transpose(1, 2), qs);
       torch::bmm_out(dq_slice, ds, ks);
     }
-    return {dq, dk, dv, torch::Tensor()};
+    return {dq.view({B, H, T, D}), dk.view({B, KV, T, D}), dv.view({B, KV, T, D}), torch::Tensor()};
   }
 };
 

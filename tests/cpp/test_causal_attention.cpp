@@ -63,8 +63,8 @@ TEST_CASE("bf16 causal attention: output and gradients equal float64 attention w
   // to bf16 (measured 0.5%; an unrounded-P error or a wrong softmax derivative is far above 1%).
   SECTION("grouped-query heads (3 query heads per KV head), odd T") { check_against_float64(3, 6, 2, 37, 32, 4e-3, 1e-2); }
   SECTION("one KV head per query head") { check_against_float64(2, 4, 4, 19, 64, 4e-3, 1e-2); }
-  SECTION("long sequences: the backward works through the batch in slices") {
-    // 8 heads x 1,100^2 x 4 bytes = 39 MB of scores per sequence: one sequence per slice.
+  SECTION("long sequences: the backward works through (sequence, KV head) pairs in slices") {
+    // 4 query heads per KV head x 1,100^2 x 4 bytes = 19 MB of scores per pair: slices of 3 pairs and 1.
     check_against_float64(2, 8, 2, 1100, 16, 4e-3, 1e-2);
   }
 }
