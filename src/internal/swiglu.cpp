@@ -28,7 +28,7 @@ inline void store(uint16_t* p, int64_t i, float v) { p[i] = round_to_bf16_bits(v
 // sigmoid(g) through e = exp(-|g|), which never overflows: 1 / (1 + e) for g >= 0, e / (1 + e) below.
 // Below -87, where exp_nonpositive clamps, e is exp(-|g| / 2) squared: exact to fp32's subnormal
 // precision down to -103, where it rounds to 0 as exp would. A NaN gate gives a NaN silu (g * s) and
-// NaN gradients, as ATen's; silu(-inf) is -0 here (ATen: NaN), a case only a diverged model reaches.
+// NaN gradients, as ATen's; so does -inf (-inf * 0), as ATen's.
 inline float sigmoid(float g) {
   const float minus_abs = g >= 0.0f ? -g : g;
   const bool tail = minus_abs < -87.0f;
