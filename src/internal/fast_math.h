@@ -45,4 +45,11 @@ inline float bf16_bits_to_float(uint16_t b) {
   return v;
 }
 
+// Element i of an fp32 row or of a bf16 row held as its bits, as fp32; and the store back (bf16
+// rounded to nearest even).
+inline float load(const float* p, int64_t i) { return p[i]; }
+inline float load(const uint16_t* p, int64_t i) { return bf16_bits_to_float(p[i]); }
+inline void store(float* p, int64_t i, float v) { p[i] = v; }
+inline void store(uint16_t* p, int64_t i, float v) { p[i] = round_to_bf16_bits(v); }
+
 }  // namespace llm4dsr::internal

@@ -16,11 +16,6 @@ namespace llm4dsr::internal {
 
 namespace {
 
-inline float load(const float* p, int64_t i) { return p[i]; }
-inline float load(const uint16_t* p, int64_t i) { return bf16_bits_to_float(p[i]); }
-inline void store(float* p, int64_t i, float v) { p[i] = v; }
-inline void store(uint16_t* p, int64_t i, float v) { p[i] = round_to_bf16_bits(v); }
-
 // One head's row: out[i] = x[i] c[i] - sign x[i + half] s[i], out[i + half] = x[i + half] c[i] + sign x[i] s[i].
 template <typename X, typename O, typename C>
 LLM4DSR_VECTOR_CLONES void rotate_row(const X* x, const C* c, const C* s, float sign, O* out, int64_t half) {

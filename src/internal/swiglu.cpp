@@ -20,11 +20,6 @@ namespace {
 // both threads get work on one token's row block.
 constexpr int64_t kGrain = 1 << 15;
 
-inline float load(const float* p, int64_t i) { return p[i]; }
-inline float load(const uint16_t* p, int64_t i) { return bf16_bits_to_float(p[i]); }
-inline void store(float* p, int64_t i, float v) { p[i] = v; }
-inline void store(uint16_t* p, int64_t i, float v) { p[i] = round_to_bf16_bits(v); }
-
 // sigmoid(g) through e = exp(-|g|), which never overflows: 1 / (1 + e) for g >= 0, e / (1 + e) below.
 // Below -87, where exp_nonpositive clamps, e is exp(-|g| / 2) squared: exact to fp32's subnormal
 // precision down to -103, where it rounds to 0 as exp would. A NaN gate gives a NaN silu (g * s) and
