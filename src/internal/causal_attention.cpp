@@ -2,7 +2,6 @@
 
 #include <ATen/Parallel.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
-#include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -11,6 +10,7 @@
 
 #include "llm4dsr/error.h"
 #include "internal/fast_math.h"
+#include "internal/tensor_elements.h"
 #include "internal/vector_clones.h"
 
 namespace llm4dsr::internal {
@@ -37,8 +37,6 @@ LLM4DSR_VECTOR_CLONES void score_row(const float* s, const uint16_t* dp, const u
   }
   for (int64_t j = visible; j < keys; ++j) p_row[j] = ds_row[j] = 0;
 }
-
-uint16_t* bits(const torch::Tensor& t) { return reinterpret_cast<uint16_t*>(t.data_ptr<c10::BFloat16>()); }
 
 struct Bf16CausalAttention : public torch::autograd::Function<Bf16CausalAttention> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
@@ -75,7 +73,7 @@ struct Bf16CausalAttention : public torch::autograd::Function<Bf16CausalAttentio
     const int64_t per_stack = G * T * T * 4;
     const int64_t slice = std::max<int64_t>(1, kScoreBytes / per_stack);
     const float fscale = static_cast<float>(scale);
-    const uint16_t* o_ptr = bits(out);
+    const uint16_t* o_ptr = elements<uint16_t>(out);
     const int64_t ob = out.stride(0), oh = out.stride(1), ot = out.stride(2);
     for (int64_t first = 0; first < B * KV; first += slice) {
       const int64_t n = std::min(slice, B * KV - first);
@@ -89,10 +87,10 @@ struct Bf16CausalAttention : public torch::autograd::Function<Bf16CausalAttentio
       torch::Tensor ds = torch::empty_like(p);
       const float* s_ptr = s.data_ptr<float>();
       const float* lse_ptr = lse_all.data_ptr<float>() + first * G * T;
-      const uint16_t* dp_ptr = bits(dp);
-      const uint16_t* do_ptr = bits(dos);
-      uint16_t* p_ptr = bits(p);
-      uint16_t* ds_ptr = bits(ds);
+      const uint16_t* dp_ptr = elements<uint16_t>(dp);
+      const uint16_t* do_ptr = elements<uint16_t>(dos);
+      uint16_t* p_ptr = elements<uint16_t>(p);
+      uint16_t* ds_ptr = elements<uint16_t>(ds);
       at::parallel_for(0, n * G * T, 64, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
           const int64_t global = first * G * T + r;  // (b * H + h) * T + t

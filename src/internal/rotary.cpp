@@ -1,15 +1,14 @@
 #include "internal/rotary.h"
 
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include <torch/torch.h>
 
 #include "llm4dsr/error.h"
 #include "internal/fast_math.h"
+#include "internal/tensor_elements.h"
 #include "internal/vector_clones.h"
 
 namespace llm4dsr::internal {
@@ -27,23 +26,16 @@ LLM4DSR_VECTOR_CLONES void rotate_row(const X* x, const C* c, const C* s, float 
   }
 }
 
-// T's pointer into t: float for fp32, the bf16 bits for bf16.
-template <typename T>
-T* as(const torch::Tensor& t) {
-  if constexpr (std::is_same_v<T, float>) return t.data_ptr<float>();
-  else return reinterpret_cast<uint16_t*>(t.data_ptr<c10::BFloat16>());
-}
-
 template <typename X, typename O, typename C>
 void rotate_all(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, float sign,
                 const torch::Tensor& out) {
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
   const int64_t sb = x.stride(0), st = x.stride(1), sh = x.stride(2);
   const int64_t cos_batch_stride = cos.size(0) == 1 ? 0 : T * D;
-  const X* xp = as<X>(x);
-  const C* cp = as<C>(cos);
-  const C* spp = as<C>(sin);
-  O* op = as<O>(out);
+  const X* xp = elements<X>(x);
+  const C* cp = elements<C>(cos);
+  const C* spp = elements<C>(sin);
+  O* op = elements<O>(out);
   // Parallel over (b, t): each task rotates every head of its positions with one cos/sin row.
   at::parallel_for(0, B * T, 16, [&](int64_t begin, int64_t end) {
     for (int64_t bt = begin; bt < end; ++bt) {

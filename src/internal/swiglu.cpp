@@ -1,15 +1,14 @@
 #include "internal/swiglu.h"
 
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
 
 #include <cstdint>
-#include <type_traits>
 
 #include <torch/torch.h>
 
 #include "llm4dsr/error.h"
 #include "internal/fast_math.h"
+#include "internal/tensor_elements.h"
 #include "internal/vector_clones.h"
 
 namespace llm4dsr::internal {
@@ -53,18 +52,11 @@ LLM4DSR_VECTOR_CLONES void backward_block(const T* grad, const T* gate, const T*
   }
 }
 
-// T's pointer into x: float for fp32, the bf16 bits for bf16.
-template <typename T>
-T* as(const torch::Tensor& x) {
-  if constexpr (std::is_same_v<T, float>) return x.data_ptr<float>();
-  else return reinterpret_cast<uint16_t*>(x.data_ptr<c10::BFloat16>());
-}
-
 template <typename T>
 void forward_all(const torch::Tensor& gate, const torch::Tensor& up, const torch::Tensor& out) {
-  const T* g = as<T>(gate);
-  const T* u = as<T>(up);
-  T* o = as<T>(out);
+  const T* g = elements<T>(gate);
+  const T* u = elements<T>(up);
+  T* o = elements<T>(out);
   at::parallel_for(0, gate.numel(), kGrain, [&](int64_t begin, int64_t end) {
     forward_block(g + begin, u + begin, o + begin, end - begin);
   });
@@ -73,14 +65,20 @@ void forward_all(const torch::Tensor& gate, const torch::Tensor& up, const torch
 template <typename T>
 void backward_all(const torch::Tensor& grad, const torch::Tensor& gate, const torch::Tensor& up,
                   const torch::Tensor& d_gate, const torch::Tensor& d_up) {
-  const T* dy = as<T>(grad);
-  const T* g = as<T>(gate);
-  const T* u = as<T>(up);
-  T* dg = as<T>(d_gate);
-  T* du = as<T>(d_up);
+  const T* dy = elements<T>(grad);
+  const T* g = elements<T>(gate);
+  const T* u = elements<T>(up);
+  T* dg = elements<T>(d_gate);
+  T* du = elements<T>(d_up);
   at::parallel_for(0, gate.numel(), kGrain, [&](int64_t begin, int64_t end) {
     backward_block(dy + begin, g + begin, u + begin, dg + begin, du + begin, end - begin);
   });
+}
+
+void check_inputs(const char* name, const torch::Tensor& gate, const torch::Tensor& up) {
+  LLM4DSR_CHECK(swiglu_kernel_applies(gate, up), name << ": gate " << gate.sizes() << " " << gate.scalar_type()
+                                                      << " and up " << up.sizes() << " " << up.scalar_type()
+                                                      << " must be contiguous CPU tensors of one shape, fp32 or bf16");
 }
 
 }  // namespace
@@ -93,9 +91,7 @@ bool swiglu_kernel_applies(const torch::Tensor& gate, const torch::Tensor& up) {
 }
 
 torch::Tensor swiglu_forward(const torch::Tensor& gate, const torch::Tensor& up) {
-  LLM4DSR_CHECK(swiglu_kernel_applies(gate, up), "swiglu_forward: gate " << gate.sizes() << " " << gate.scalar_type()
-                                                     << " and up " << up.sizes() << " " << up.scalar_type()
-                                                     << " must be contiguous CPU tensors of one shape, fp32 or bf16");
+  check_inputs("swiglu_forward", gate, up);
   torch::Tensor out = torch::empty_like(gate);
   if (gate.scalar_type() == torch::kFloat32) forward_all<float>(gate, up, out);
   else forward_all<uint16_t>(gate, up, out);
@@ -104,9 +100,7 @@ torch::Tensor swiglu_forward(const torch::Tensor& gate, const torch::Tensor& up)
 
 std::pair<torch::Tensor, torch::Tensor> swiglu_backward(const torch::Tensor& grad, const torch::Tensor& gate,
                                                         const torch::Tensor& up) {
-  LLM4DSR_CHECK(swiglu_kernel_applies(gate, up), "swiglu_backward: gate " << gate.sizes() << " " << gate.scalar_type()
-                                                     << " and up " << up.sizes() << " " << up.scalar_type()
-                                                     << " must be contiguous CPU tensors of one shape, fp32 or bf16");
+  check_inputs("swiglu_backward", gate, up);
   LLM4DSR_CHECK(grad.sizes() == gate.sizes(), "swiglu_backward: gradient " << grad.sizes() << " for gate " << gate.sizes());
   const torch::Tensor dy = grad.to(gate.scalar_type()).contiguous();
   torch::Tensor d_gate = torch::empty_like(gate), d_up = torch::empty_like(gate);

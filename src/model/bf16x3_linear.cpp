@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "internal/bf16_kernels.h"
+#include "internal/tensor_elements.h"
 #include "llm4dsr/error.h"
 #include "model/packed_linear.h"
 
@@ -31,8 +32,6 @@ constexpr int kCblasNoTrans = 111;
 constexpr int kCblasTrans = 112;
 
 bool fp32_cpu(const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat32; }
-
-const uint16_t* bits(const torch::Tensor& bf16) { return reinterpret_cast<const uint16_t*>(bf16.data_ptr()); }
 
 // A contiguous fp32 matrix [rows, n] as bf16 [rows, 3n] in three blocks of n: each row's high halves in
 // block 0 and in whichever of blocks 1 and 2 lo_block is not, its low halves in block lo_block.
@@ -122,10 +121,11 @@ torch::Tensor bf16x3_linear(const torch::Tensor& x, const torch::Tensor& split_w
     out = torch::empty({rows, out_features}, x2.options());
   }
   if (rows > 0 && out_features > 0) {
+    const uint16_t* a = internal::elements<uint16_t>(split_x);
+    const uint16_t* b = internal::elements<uint16_t>(w);
     cblas_gemm_bf16bf16f32(kCblasRowMajor, kCblasNoTrans, kCblasTrans, static_cast<int>(rows),
-                           static_cast<int>(out_features), static_cast<int>(3 * in), 1.0f, bits(split_x),
-                           static_cast<int>(3 * in), bits(w), static_cast<int>(3 * in), beta, out.data_ptr<float>(),
-                           static_cast<int>(out_features));
+                           static_cast<int>(out_features), static_cast<int>(3 * in), 1.0f, a, static_cast<int>(3 * in),
+                           b, static_cast<int>(3 * in), beta, out.data_ptr<float>(), static_cast<int>(out_features));
   }
   if (bias.defined()) out.add_(bias);
   if (residual.defined() && in_place) {
