@@ -37,6 +37,18 @@ PYBIND11_MODULE(_llm4dsr, m) {
         "factor the sum of two bf16 numbers, three bf16 products accumulated in fp32 on AMX-BF16):\n"
         "a CPU with AMX-BF16 and a libtorch carrying MKL's gemm_bf16bf16f32. Without recorded\n"
         "gradients, from 256 rows on; about 10x fp32's rounding error, 500x less than one bf16 pass.");
+  m.def(
+      "set_fp32_gemm", [](const std::string& name) { llm4dsr::set_fp32_gemm(llm4dsr::parse_fp32_gemm(name)); },
+      py::arg("name"),
+      "Which library runs the model's fp32 CPU products (projections and lm_head, with and without\n"
+      "gradients): 'aten' (libtorch's own: MKL's sgemm, as transformers gets it), 'onednn' (oneDNN's\n"
+      "fp32 GEMM from 4 rows on, and for weights of 4M elements or more at any row count), or 'auto'\n"
+      "(oneDNN on x86 CPUs with AVX-512 not made by Intel, where MKL runs its AVX2 code: 2x slower on\n"
+      "an AMD EPYC; libtorch's elsewhere). Both are IEEE fp32; results differ in the last bits. The\n"
+      "default is $LLM4DSR_FP32_GEMM if set, otherwise 'auto'.");
+  m.def(
+      "fp32_gemm", [] { return llm4dsr::to_string(llm4dsr::fp32_gemm()); },
+      "The library running fp32 CPU products now: 'onednn' or 'aten' (see set_fp32_gemm).");
   m.def("default_freed_memory_retention", &llm4dsr::default_freed_memory_retention,
         "$LLM4DSR_RETAIN_FREED_MEMORY in bytes if set (0: off), otherwise 256 MiB.");
 

@@ -2,7 +2,10 @@
 
 #include <ATen/Parallel.h>
 
+#include <ATen/Context.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -11,6 +14,8 @@
 
 #include "llm4dsr/error.h"
 #include "model/bf16x3_linear.h"
+#include "model/onednn_linear.h"
+#include "model/packed_linear.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -58,5 +63,63 @@ bool set_freed_memory_retention(int64_t bytes) {
 }
 
 bool bf16x3_matmul_available() { return detail::bf16x3_supported(); }
+
+namespace {
+
+// -1: not resolved yet (the environment is read on first use).
+std::atomic<int> fp32_gemm_choice{-1};
+
+Fp32Gemm resolve(Fp32Gemm gemm) {
+  if (gemm != Fp32Gemm::kAuto) return gemm;
+  const bool x86 =
+#if defined(__x86_64__) || defined(__i386__)
+      true;
+#else
+      false;
+#endif
+  const bool onednn = at::globalContext().userEnabledMkldnn() && detail::onednn_ops().present();
+  return x86 && onednn && !detail::intel_cpu() && detail::cpu_has("avx512_f") ? Fp32Gemm::kOneDnn : Fp32Gemm::kATen;
+}
+
+}  // namespace
+
+std::string to_string(Fp32Gemm gemm) {
+  switch (gemm) {
+    case Fp32Gemm::kAuto: return "auto";
+    case Fp32Gemm::kOneDnn: return "onednn";
+    case Fp32Gemm::kATen: return "aten";
+  }
+  return "auto";
+}
+
+Fp32Gemm parse_fp32_gemm(std::string_view name) {
+  if (name == "auto") return Fp32Gemm::kAuto;
+  if (name == "onednn") return Fp32Gemm::kOneDnn;
+  if (name == "aten") return Fp32Gemm::kATen;
+  LLM4DSR_THROW("unknown fp32 GEMM library '" << name << "' (expected 'auto', 'onednn' or 'aten')");
+}
+
+void set_fp32_gemm(Fp32Gemm gemm) {
+  LLM4DSR_CHECK(gemm != Fp32Gemm::kOneDnn || detail::onednn_ops().present(),
+                "set_fp32_gemm: this libtorch has no oneDNN linear ops (mkldnn::_linear_pointwise)");
+  fp32_gemm_choice = static_cast<int>(resolve(gemm));
+}
+
+Fp32Gemm fp32_gemm() {
+  int choice = fp32_gemm_choice.load();
+  if (choice < 0) {
+    Fp32Gemm wanted = Fp32Gemm::kAuto;
+    if (const char* env = std::getenv("LLM4DSR_FP32_GEMM"); env && *env) {
+      try {
+        wanted = parse_fp32_gemm(env);
+      } catch (const Error& e) {
+        LLM4DSR_THROW("LLM4DSR_FP32_GEMM: " << e.what());
+      }
+    }
+    set_fp32_gemm(wanted);
+    choice = fp32_gemm_choice.load();
+  }
+  return static_cast<Fp32Gemm>(choice);
+}
 
 }  // namespace llm4dsr

@@ -1,8 +1,10 @@
 // Process-wide runtime settings: libtorch's intra-op thread count, how much freed memory the C heap
-// keeps for reuse, and whether fp32 products can run as bf16x3.
+// keeps for reuse, which library runs fp32 products, and whether fp32 products can run as bf16x3.
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <string_view>
 
 namespace llm4dsr {
 
@@ -47,5 +49,24 @@ int64_t default_freed_memory_retention();
 // (forward, scoring, generation) and outside autocast, from 256 rows on; the split weights take 1.5x
 // the fp32 weights' memory. "highest", PyTorch's default, is never affected.
 bool bf16x3_matmul_available();
+
+// Which library runs the model's fp32 matrix products on the CPU (the projections and the lm_head, with
+// and without gradients; attention stays libtorch's).
+//   kATen    libtorch's own (MKL's sgemm in the x86-64 wheels), as transformers gets it.
+//   kOneDnn  oneDNN's fp32 GEMM (libtorch's bundled oneDNN), from 4 rows on, and at any row count for
+//            weights of 4M elements or more (the lm_head); fewer rows stay on libtorch's.
+//   kAuto    kOneDnn on x86 CPUs with AVX-512 whose vendor is not Intel, kATen elsewhere.
+// Why: on CPUs not made by Intel, MKL runs its AVX2 code even where AVX-512 is there; on an AMD EPYC
+// (Zen 5) oneDNN's fp32 GEMM ran SmolLM2's products 2.0-2.3x faster (430-480 against 205-215 GFLOP/s
+// on two threads). Both are IEEE fp32 with the same order of rounding error; results differ from one
+// setting to the other in the last bits (a different summation order). The default is
+// $LLM4DSR_FP32_GEMM (auto, onednn or aten) if set, otherwise kAuto. Asking for kOneDnn where
+// libtorch has no oneDNN linear ops raises llm4dsr::Error.
+enum class Fp32Gemm { kAuto, kOneDnn, kATen };
+void set_fp32_gemm(Fp32Gemm gemm);
+// The library in use, kAuto resolved: kOneDnn or kATen.
+Fp32Gemm fp32_gemm();
+std::string to_string(Fp32Gemm gemm);  // "auto", "onednn", "aten"
+Fp32Gemm parse_fp32_gemm(std::string_view name);
 
 }  // namespace llm4dsr

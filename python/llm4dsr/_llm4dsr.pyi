@@ -8,7 +8,7 @@ import numpy.typing
 import os
 import torch
 import typing
-__all__: list[str] = ['BpeTokenizer', 'Catalog', 'ChatFormat', 'Correction', 'Dataset', 'Denoiser', 'Embedder', 'Error', 'GGUFFile', 'GGUFTensorInfo', 'GenerationOutput', 'Generator', 'Grounder', 'InstructionBuilder', 'InstructionPair', 'LlamaModel', 'LoraConfig', 'ModelCard', 'ModelConfig', 'NoiseScores', 'PretrainedModel', 'PromptTemplate', 'RopeScaling', 'SentencePieceTokenizer', 'Sequence', 'SequenceReport', 'SequenceSet', 'Splits', 'Suggestion', 'TokenizedInstruction', 'Tokenizer', 'Trainer', 'TrainingExample', 'UncertaintyScorer', 'UserChunks', 'all_noise_scores', 'apply_user_corrections', 'apply_window_corrections', 'average_precision', 'bf16x3_matmul_available', 'default_freed_memory_retention', 'default_num_threads', 'default_quantile_grid', 'detect_format', 'detection_metrics', 'flag_noise', 'inject_noise', 'kcore_filter', 'known_model_names', 'load_pretrained', 'load_safetensors', 'load_tokenizer', 'make_lm_examples', 'make_synthetic', 'match_answer', 'model_cache_dir', 'noise_threshold', 'num_threads', 'prepare', 'read_dataset', 'resolve_model', 'save_pretrained', 'save_safetensors', 'score_histogram', 'search_eta', 'set_freed_memory_retention', 'set_num_threads', 'split_leave_one_out', 'split_windows', 'synthetic_genres', 'user_chunks', 'window_histories', 'write_jsonl', 'write_recbole', 'write_splits_csv']
+__all__: list[str] = ['BpeTokenizer', 'Catalog', 'ChatFormat', 'Correction', 'Dataset', 'Denoiser', 'Embedder', 'Error', 'GGUFFile', 'GGUFTensorInfo', 'GenerationOutput', 'Generator', 'Grounder', 'InstructionBuilder', 'InstructionPair', 'LlamaModel', 'LoraConfig', 'ModelCard', 'ModelConfig', 'NoiseScores', 'PretrainedModel', 'PromptTemplate', 'RopeScaling', 'SentencePieceTokenizer', 'Sequence', 'SequenceReport', 'SequenceSet', 'Splits', 'Suggestion', 'TokenizedInstruction', 'Tokenizer', 'Trainer', 'TrainingExample', 'UncertaintyScorer', 'UserChunks', 'all_noise_scores', 'apply_user_corrections', 'apply_window_corrections', 'average_precision', 'bf16x3_matmul_available', 'default_freed_memory_retention', 'default_num_threads', 'default_quantile_grid', 'detect_format', 'detection_metrics', 'flag_noise', 'fp32_gemm', 'inject_noise', 'kcore_filter', 'known_model_names', 'load_pretrained', 'load_safetensors', 'load_tokenizer', 'make_lm_examples', 'make_synthetic', 'match_answer', 'model_cache_dir', 'noise_threshold', 'num_threads', 'prepare', 'read_dataset', 'resolve_model', 'save_pretrained', 'save_safetensors', 'score_histogram', 'search_eta', 'set_fp32_gemm', 'set_freed_memory_retention', 'set_num_threads', 'split_leave_one_out', 'split_windows', 'synthetic_genres', 'user_chunks', 'window_histories', 'write_jsonl', 'write_recbole', 'write_splits_csv']
 class Error(RuntimeError):
     pass
 class Catalog:
@@ -1495,6 +1495,10 @@ def flag_noise(scores: typing.Any, eta: typing.SupportsFloat | typing.SupportsIn
     """
     Per sequence, the flagged positions (int64 arrays, ascending): score > eta (Eq. 3), at most `budget` per sequence, highest first (0 = no limit). scores: NoiseScores objects or lists of floats.
     """
+def fp32_gemm() -> str:
+    """
+    The library running fp32 CPU products now: 'onednn' or 'aten' (see set_fp32_gemm).
+    """
 def inject_noise(users: SequenceSet, num_items: typing.SupportsInt | typing.SupportsIndex, alpha: typing.SupportsFloat | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
     """
     In place: replace each position with probability alpha by a uniformly random other item; sets labels and original_items.
@@ -1560,6 +1564,15 @@ def score_histogram(probabilities: typing.Any, is_noise: typing.Any, bins: typin
 def search_eta(validation: collections.abc.Sequence[NoiseScores], objective: collections.abc.Callable, budget: typing.SupportsInt | typing.SupportsIndex = 0, score: str = 'raw', grid: typing.Any = None) -> dict:
     """
     Scans eta quantiles on VALIDATION scores (never the test split): objective(eta, flags) -> float, higher is better. Returns {'candidates': [...], 'best': {'quantile', 'eta', 'objective'}} (ties: the higher quantile).
+    """
+def set_fp32_gemm(name: str) -> None:
+    """
+    Which library runs the model's fp32 CPU products (projections and lm_head, with and without
+    gradients): 'aten' (libtorch's own: MKL's sgemm, as transformers gets it), 'onednn' (oneDNN's
+    fp32 GEMM from 4 rows on, and for weights of 4M elements or more at any row count), or 'auto'
+    (oneDNN on x86 CPUs with AVX-512 not made by Intel, where MKL runs its AVX2 code: 2x slower on
+    an AMD EPYC; libtorch's elsewhere). Both are IEEE fp32; results differ in the last bits. The
+    default is $LLM4DSR_FP32_GEMM if set, otherwise 'auto'.
     """
 def set_freed_memory_retention(bytes: typing.SupportsInt | typing.SupportsIndex) -> bool:
     """

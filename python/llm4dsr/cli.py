@@ -283,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "'high': products of 256 rows or more run as bf16x3 on AMX-BF16 CPUs (scoring and prompt "
                              "processing 1.2-1.4x faster) at about 10x fp32's rounding error (see README, Stack); 'medium': "
                              "one bf16 pass")
+    parser.add_argument("--fp32-gemm", default="", choices=["auto", "onednn", "aten"],
+                        help="library for a float32 model's products (default: $LLM4DSR_FP32_GEMM, else 'auto': oneDNN "
+                             "on x86 CPUs with AVX-512 not made by Intel, where MKL's sgemm is 2x slower; see "
+                             "llm4dsr.set_fp32_gemm)")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("stats", help="dataset statistics")
@@ -389,6 +393,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         torch.set_float32_matmul_precision(args.float32_matmul_precision)
     try:
+        if args.fp32_gemm:
+            llm4dsr.set_fp32_gemm(args.fp32_gemm)
         return args.func(args)
     except llm4dsr.Error as e:
         print(f"llm4dsr: error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@
 #include "internal/swiglu.h"
 #include "llm4dsr/error.h"
 #include "model/bf16x3_linear.h"
+#include "model/onednn_linear.h"
 #include "model/packed_linear.h"
 
 namespace llm4dsr {
@@ -498,6 +499,8 @@ bool LlamaModelImpl::weight_packing() const { return lm_head_packed_->enabled();
 torch::Tensor LlamaModelImpl::lm_head(const torch::Tensor& hidden) {
   const torch::Tensor w = lm_head_packed_->for_product(hidden, lm_head_weight);
   if (detail::is_bf16x3_weight(w, lm_head_weight)) return detail::bf16x3_linear(hidden, w, torch::Tensor());
+  if (detail::onednn_fp32_product_applies(hidden, lm_head_weight))
+    return detail::onednn_fp32_linear(hidden, lm_head_weight, torch::Tensor(), torch::Tensor());
   // bf16 logits for many rows (full-sequence logits: 100 MB at batch 8 x 128 tokens): one product into
   // memory on huge pages (internal/large_output.h). Faulting in a fresh mapping page by page made the
   // product half as fast (SmolLM2 bf16 forward at batch 8 249 -> 202 ms); the plain weight serves here,

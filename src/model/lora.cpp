@@ -19,6 +19,7 @@
 #include "internal/bf16_kernels.h"
 #include "internal/dropout_mask.h"
 #include "model/bf16x3_linear.h"
+#include "model/onednn_linear.h"
 #include "model/packed_linear.h"
 
 namespace llm4dsr {
@@ -405,6 +406,8 @@ torch::Tensor LoraLinearImpl::fast_base_product(const torch::Tensor& x, const to
     return with_residual ? detail::packed_linear_add(x, w, residual) : detail::packed_linear(x, w, bias, out_features_);
   if (detail::is_bf16x3_weight(w, weight))
     return detail::bf16x3_linear(x, w, with_residual ? torch::Tensor() : bias, residual, in_place);
+  if (detail::onednn_fp32_product_applies(x, weight))
+    return detail::onednn_fp32_linear(x, weight, with_residual ? torch::Tensor() : bias, residual);
   if (frozen_rows_product(x)) return FrozenLinear::apply(x, weight, with_residual ? residual : weight, with_residual);
   return {};
 }

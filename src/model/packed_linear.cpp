@@ -1,6 +1,5 @@
 #include "model/packed_linear.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
 #include <ATen/cpu/Utils.h>
@@ -12,45 +11,11 @@
 #include <torch/torch.h>
 
 #include "model/bf16x3_linear.h"
+#include "model/onednn_linear.h"
 
 namespace llm4dsr::detail {
 
 namespace {
-
-// oneDNN's linear ops as torch.compile's CPU backend uses them (mkldnn::_reorder_linear_weight,
-// mkldnn::_linear_pointwise with post-ops), looked up once through the dispatcher: libtorch registers
-// them but does not declare them in its headers.
-using UnaryFn = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, std::string_view,
-                           c10::List<std::optional<at::Scalar>>, std::optional<std::string_view>);
-using BinaryFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                            std::string_view);
-using ReorderFn = at::Tensor(const at::Tensor&, std::optional<int64_t>);
-
-struct OneDnnOps {
-  std::optional<c10::TypedOperatorHandle<UnaryFn>> unary;
-  std::optional<c10::TypedOperatorHandle<BinaryFn>> binary;
-  std::optional<c10::TypedOperatorHandle<ReorderFn>> reorder;
-};
-
-const OneDnnOps& onednn_ops() {
-  static const OneDnnOps ops = [] {
-    OneDnnOps o;
-    auto& dispatcher = c10::Dispatcher::singleton();
-    try {
-      if (auto op = dispatcher.findOp({"mkldnn::_linear_pointwise", ""})) o.unary = op->typed<UnaryFn>();
-      if (auto op = dispatcher.findOp({"mkldnn::_linear_pointwise", "binary"})) o.binary = op->typed<BinaryFn>();
-      if (auto op = dispatcher.findOp({"mkldnn::_reorder_linear_weight", ""})) o.reorder = op->typed<ReorderFn>();
-    } catch (const c10::Error&) {
-      o = OneDnnOps{};  // a libtorch whose signatures differ from these: the plain ATen path
-    }
-    return o;
-  }();
-  return ops;
-}
-
-// Set when a oneDNN call failed once (e.g. a libtorch built without these post-ops): the plain path
-// for good, instead of an exception on every product.
-std::atomic<bool> onednn_broken{false};
 
 bool bf16_cpu(const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kBFloat16; }
 
@@ -62,11 +27,6 @@ torch::Tensor rows_of(const torch::Tensor& x) { return x.reshape({-1, x.size(-1)
 constexpr int64_t kMinRowsPerThread = 256;
 constexpr int64_t kMaxRowsPerThread = 1024;
 
-std::vector<int64_t> sizes_with_last(const torch::Tensor& x, int64_t last) {
-  auto sizes = x.sizes().vec();
-  sizes.back() = last;
-  return sizes;
-}
 
 }  // namespace
 
@@ -110,10 +70,9 @@ bool native_bf16_gemm() {
 }
 
 bool packed_product_applies(const torch::Tensor& x, const torch::Tensor& weight) {
-  if (at::GradMode::is_enabled() || onednn_broken.load(std::memory_order_relaxed)) return false;
+  if (at::GradMode::is_enabled() || onednn_failed()) return false;
   if (!bf16_cpu(x) || !bf16_cpu(weight) || weight.dim() != 2 || !native_bf16_gemm()) return false;
-  const OneDnnOps& ops = onednn_ops();
-  return ops.unary && ops.binary && ops.reorder;
+  return onednn_ops().present();
 }
 
 torch::Tensor PackedWeight::get(const torch::Tensor& weight) {
@@ -132,7 +91,7 @@ torch::Tensor PackedWeight::get(const torch::Tensor& weight) {
       torch::NoGradGuard no_grad;
       packed_ = onednn_ops().reorder->call(weight.contiguous(), std::nullopt);
     } catch (const c10::Error&) {
-      onednn_broken = true;
+      mark_onednn_failed();
       return {};
     }
   }
@@ -202,7 +161,7 @@ torch::Tensor fused_swiglu(const torch::Tensor& x, const torch::Tensor& gate_wei
         ops.unary->call(x2, gate_weight, std::nullopt, "swish", c10::List<std::optional<at::Scalar>>(), std::nullopt);
     return ops.binary->call(x2, gate, up_weight, std::nullopt, "mul").view(sizes_with_last(x, intermediate_size));
   } catch (const c10::Error&) {
-    onednn_broken = true;
+    mark_onednn_failed();
     return {};
   }
 }

@@ -21,6 +21,7 @@
 #include "llm4dsr/data/writers.h"
 #include "llm4dsr/error.h"
 #include "llm4dsr/train/ignore_index.h"
+#include "model/onednn_linear.h"
 
 namespace llm4dsr {
 
@@ -138,7 +139,7 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
                                const torch::Tensor& weight, const torch::Tensor& target, int64_t chunk_rows,
                                bool need_hidden, bool need_weight) {
     const int64_t rows = hidden.size(0), vocab = weight.size(0);
-    const int64_t chunk =
+    int64_t chunk =
         std::max<int64_t>(1, std::min<int64_t>(rows, chunk_rows > 0 ? chunk_rows : kLossChunkElements / vocab));
     // On a GPU the whole chunk is one block: there, small blocks would only multiply kernel launches.
     const int64_t block = hidden.device().is_cpu()
@@ -147,7 +148,13 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
     const auto f32 = hidden.options().dtype(torch::kFloat32);
     const bool fp32 = hidden.scalar_type() == torch::kFloat32;
     const bool need_grad = need_hidden || need_weight;
-    torch::Tensor logits = torch::empty({chunk, vocab}, hidden.options());
+    // fp32 products through oneDNN where that is the faster fp32 GEMM (model/onednn_linear.h). It writes
+    // a fresh [n, vocab] tensor per chunk (no out= form), so chunks there stay at half the elements,
+    // 16 MB: below glibc's mmap threshold, the heap hands the last chunk's memory back instead of
+    // mapping and faulting in a new one.
+    const bool onednn = detail::onednn_fp32_product_applies(hidden, weight);
+    if (onednn && chunk_rows <= 0) chunk = std::max<int64_t>(1, std::min(chunk, kLossChunkElements / 2 / vocab));
+    torch::Tensor logits = onednn ? torch::Tensor() : torch::empty({chunk, vocab}, hidden.options());
     torch::Tensor upcast = fp32 ? torch::Tensor() : torch::empty({block, vocab}, f32);
     torch::Tensor logp = torch::empty({block, vocab}, f32);
     const torch::Tensor minus_one = torch::full({block, 1}, -1.0, f32);
@@ -158,8 +165,13 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
     for (int64_t start = 0; start < rows; start += chunk) {
       const int64_t n = std::min(chunk, rows - start);
       const torch::Tensor h = hidden.narrow(0, start, n);
-      torch::Tensor l = logits.narrow(0, 0, n);
-      at::mm_out(l, h, weight.t());
+      torch::Tensor l;
+      if (onednn) {
+        l = detail::onednn_fp32_linear(h, weight, torch::Tensor(), torch::Tensor());
+      } else {
+        l = logits.narrow(0, 0, n);
+        at::mm_out(l, h, weight.t());
+      }
       for (int64_t b = 0; b < n; b += block) {
         const int64_t m = std::min(block, n - b);
         const torch::Tensor t = target.narrow(0, start + b, m).unsqueeze(1);
@@ -172,7 +184,10 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
       }
       if (need_hidden) {
         torch::Tensor gh = grad_hidden.narrow(0, start, n);
-        at::mm_out(gh, l, weight);
+        if (onednn)
+          gh.copy_(detail::onednn_fp32_linear(l, weight.t(), torch::Tensor(), torch::Tensor()));
+        else
+          at::mm_out(gh, l, weight);
       }
       if (need_weight) {
         if (fp32) grad_weight.addmm_(l.t(), h);

@@ -11,6 +11,8 @@
 
 #include <unistd.h>
 
+#include "llm4dsr/runtime.h"
+
 namespace llm4dsr::testing {
 
 // Whether element i of the LoRA dropout mask with this seed is kept, by the documented definition
@@ -32,6 +34,18 @@ inline std::string shared_data_dir() {
   std::filesystem::path p = std::filesystem::path(LLM4DSR_SOURCE_DIR) / ".." / "shared" / "data";
   return std::filesystem::exists(p) ? std::filesystem::canonical(p).string() : std::string();
 }
+
+// Sets the library running fp32 products (runtime.h) for one scope, then puts the previous one back.
+class Fp32GemmScope {
+ public:
+  explicit Fp32GemmScope(Fp32Gemm gemm) : previous_(fp32_gemm()) { set_fp32_gemm(gemm); }
+  ~Fp32GemmScope() { set_fp32_gemm(previous_); }
+  Fp32GemmScope(const Fp32GemmScope&) = delete;
+  Fp32GemmScope& operator=(const Fp32GemmScope&) = delete;
+
+ private:
+  Fp32Gemm previous_;
+};
 
 // A fresh empty folder under the system temp dir, removed when the object goes out of scope.
 class TempDir {

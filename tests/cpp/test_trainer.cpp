@@ -9,6 +9,7 @@
 #include "llm4dsr/model/config.h"
 #include "llm4dsr/model/llama_model.h"
 #include "llm4dsr/train/trainer.h"
+#include "model/onednn_linear.h"
 #include "test_support.h"
 
 using namespace llm4dsr;
@@ -133,7 +134,22 @@ TEST_CASE("causal_lm_loss_sum's fused lm_head + loss gives autograd's gradients 
   };
   // A 40000-token vocabulary makes the log-softmax run a few rows at a time (2^18 elements: 6 rows), so
   // chunks of 13 rows and the default chunk split into several blocks, the last one short.
-  for (auto [lora, vocab] : {std::pair{false, int64_t(61)}, std::pair{true, int64_t(61)}, std::pair{true, int64_t(40000)}}) {
+  // Both fp32 GEMM libraries (runtime.h), whichever this machine picks by default: oneDNN's path forms
+  // each chunk's logits and hidden gradient without out= buffers and halves the default chunk.
+  struct Case {
+    Fp32Gemm gemm;
+    bool lora;
+    int64_t vocab;
+  };
+  std::vector<Case> cases;
+  for (Fp32Gemm gemm : {Fp32Gemm::kATen, Fp32Gemm::kOneDnn}) {
+    if (gemm == Fp32Gemm::kOneDnn && !llm4dsr::detail::onednn_ops().present()) continue;
+    for (auto [lora, vocab] : {std::pair{false, int64_t(61)}, std::pair{true, int64_t(61)}, std::pair{true, int64_t(40000)}})
+      cases.push_back({gemm, lora, vocab});
+  }
+  for (const auto& [gemm, lora, vocab] : cases) {
+    testing::Fp32GemmScope scope(gemm);
+    INFO("fp32 GEMM " << to_string(gemm));
     INFO((lora ? "LoRA adapters (frozen tied lm_head)" : "every parameter, lm_head tied to the embeddings"));
     INFO("vocabulary " << vocab);
     ModelConfig config = small_config();

@@ -212,6 +212,43 @@ def test_full_model_gradients_match_transformers(pair):
     hf.zero_grad(set_to_none=True)
 
 
+@pytest.fixture
+def fp32_gemm():
+    """Sets llm4dsr's fp32 GEMM library for one test and puts the previous one back."""
+    before = llm4dsr.fp32_gemm()
+    yield llm4dsr.set_fp32_gemm
+    llm4dsr.set_fp32_gemm(before)
+
+
+@pytest.mark.parametrize("library", ["aten", "onednn"])
+def test_each_fp32_gemm_library_matches_transformers(pair, fp32_gemm, library):
+    """Logits and every base parameter's gradient against transformers with either library running our
+    fp32 products (the default picks one by CPU vendor, so a machine runs only one of them otherwise)."""
+    name, hf, _, folder = pair
+    fp32_gemm(library)
+    assert llm4dsr.fp32_gemm() == library
+    ours = llm4dsr.LlamaModel.from_pretrained(folder)
+    ids = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(21))
+    assert (ours.logits(ids) - hf_logits(hf, ids)).abs().max().item() <= TOL, name
+    weight = torch.randn(2, 24, VOCAB, generator=torch.Generator().manual_seed(22))
+    hf.zero_grad(set_to_none=True)
+    (ours.forward(ids) * weight).sum().backward()
+    (hf(input_ids=ids).logits * weight).sum().backward()
+    expected = dict(hf.named_parameters())
+    for key, p in ours.state_dict().items():
+        ref = expected[key].grad
+        assert p.grad is not None and ref is not None, key
+        assert (p.grad - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item()), (name, library, key)
+    hf.zero_grad(set_to_none=True)
+
+
+def test_fp32_gemm_setting_names_and_errors(fp32_gemm):
+    fp32_gemm("auto")
+    assert llm4dsr.fp32_gemm() in ("onednn", "aten")  # resolved
+    with pytest.raises(llm4dsr.Error, match="unknown fp32 GEMM library 'mkl'"):
+        fp32_gemm("mkl")
+
+
 def test_bf16_gradients_on_cpu_are_close_to_transformers_in_fp32(pair):
     """bf16 training's backward (RoPE rotated straight into fp32 for attention, the one-pass SwiGLU, fp32
     attention, bf16 products): every base parameter's gradient within bf16 accuracy of transformers'
