@@ -18,19 +18,44 @@ def matmul_params(config) -> int:
     return sum(a * b * n for a, b, n in gemm_shapes(config))
 
 
+def reference_library(dtype, device: str = "cpu") -> str:
+    """The GEMM library the reference times: the one llm4dsr runs this dtype's products with. "onednn" for
+    fp32 on a CPU where llm4dsr.fp32_gemm() says oneDNN (x86 CPUs with AVX-512 not made by Intel, where
+    MKL's sgemm, torch.matmul's, is about half as fast), "torch" (torch.matmul) otherwise."""
+    import torch
+
+    import llm4dsr
+
+    if device == "cpu" and dtype == torch.float32 and llm4dsr.fp32_gemm() == "onednn":
+        return "onednn"
+    return "torch"
+
+
 class MatmulReference:
-    """torch.matmul on a forward's GEMM shapes, in `dtype`: the projections at `rows` rows, lm_head at
+    """A plain product on a forward's GEMM shapes, in `dtype`: the projections at `rows` rows, lm_head at
     `logit_rows` (default `rows`). A call times each shape and returns the seconds a forward made of
     nothing but these products would take (each shape's time times how often a forward runs it).
-    With min_flops_per_shape, each shape is repeated until it does at least that much work and its mean
-    time is used (one product at a small batch lasts tens of microseconds, where a single interruption
-    swamps it)."""
+    Each shape runs as many times as a forward runs it, or more with min_flops_per_shape, until it does
+    at least that much work, and its mean time is used (one product at a small batch lasts tens of
+    microseconds, where a single interruption swamps it). The product is torch.matmul, or oneDNN's fp32 linear where llm4dsr runs fp32 products
+    through it (reference_library), so that "% of matmul" compares with the GEMM ours actually calls.
+
+    On the CPU each product runs in row blocks of at most OUTPUT_BLOCK_BYTES of output: below glibc's
+    mmap threshold (32 MB, fixed by llm4dsr's freed-memory retention), so the heap hands each block the
+    last one's memory. One product into a fresh [4096, 49152] lm_head output instead maps and faults in
+    800 MB (fp32) per call: a quarter of that product's time on an idle machine (bf16 640 against 850
+    GFLOP/s, fp32 oneDNN 320 against 395), and after a training step had churned memory, rounds of the
+    same reference ranged 3.5-9.5 s at batch 32. The reference is the GEMMs' rate, not the kernel's
+    page faults."""
+
+    OUTPUT_BLOCK_BYTES = 24 << 20
 
     def __init__(self, config, dtype, rows: int, logit_rows: int | None = None, min_flops_per_shape: float = 0.0,
                  device: str = "cpu"):
         import torch
 
         self.device = device
+        self.library = reference_library(dtype, device)
         g = torch.Generator().manual_seed(0)
         shapes = gemm_shapes(config)
         self.items, self.flops = [], 0.0
@@ -38,8 +63,11 @@ class MatmulReference:
             m = logit_rows if logit_rows is not None and idx == len(shapes) - 1 else rows
             a = torch.randn(m, k, generator=g).to(device, dtype)
             w = torch.randn(n, k, generator=g).to(device, dtype)  # stored [out, in] like a Linear weight
-            reps = max(1, -(-int(min_flops_per_shape) // int(2 * m * k * n)))
-            self.items.append((a, w, count, reps))
+            # Each shape as often as a forward runs it (at least): timed once and multiplied by its count,
+            # one interruption of a 6 ms product counted 30 or 60 times swung batch-32 rounds by 2.5x.
+            reps = max(count, -(-int(min_flops_per_shape) // int(2 * m * k * n)))
+            block = m if device != "cpu" else max(1, self.OUTPUT_BLOCK_BYTES // (n * a.element_size()))
+            self.items.append((list(a.split(block)), w, count, reps))
             self.flops += 2.0 * m * k * n * count
 
     def __call__(self) -> float:
@@ -47,11 +75,16 @@ class MatmulReference:
 
         total = 0.0
         with torch.inference_mode():
-            for a, w, count, reps in self.items:
+            onednn = torch.ops.mkldnn._linear_pointwise if self.library == "onednn" else None
+            for blocks, w, count, reps in self.items:
                 synchronize(self.device)
                 t0 = time.perf_counter()
                 for _ in range(reps):
-                    torch.matmul(a, w.t())
+                    for a in blocks:
+                        if onednn is not None:
+                            onednn(a, w, None, "none", [], "")
+                        else:
+                            torch.matmul(a, w.t())
                 synchronize(self.device)
                 total += (time.perf_counter() - t0) / reps * count
         return total

@@ -14,7 +14,11 @@ into the HF model through its state dict; the logits are checked to agree before
   matmul    GFLOP/s of plain torch.matmul on the model's own GEMM shapes at M = B*T rows (q/o, k/v,
             gate/up, down, lm_head), in the same dtype, weighted by how often a forward runs each: the
             rate a forward made of nothing but these products would reach. It is timed in the same
-            rounds as the two models, so it sees the same machine load.
+            rounds as the two models, so it sees the same machine load. fp32 on a CPU where ours runs
+            its fp32 products through oneDNN (llm4dsr.fp32_gemm() == "onednn": x86 CPUs with AVX-512
+            not made by Intel, where MKL's sgemm, torch.matmul's and transformers', runs at about half
+            the rate) times oneDNN's linear instead, so "% of matmul" stays against the GEMM ours calls;
+            the header line says which.
 
 fp32 and bf16 (bf16 = base weights stored in bf16; LoRA adapters stay fp32 in both, PEFT's
 autocast_adapter_dtype default), batches 1, 8 and 32 of T = 128 tokens by default. Every figure is
@@ -309,6 +313,10 @@ def main(argv=None) -> int:
     print(f"model: hidden {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads} heads "
           f"/ {config.num_key_value_heads} KV, intermediate {config.intermediate_size}, vocab {config.vocab_size}; "
           f"{matmul_params(config) / 1e6:.1f}M matmul weights; T = {seq}; median of {args.repeats} rounds")
+    if device == "cpu":
+        print(f"fp32 products: ours through {llm4dsr.fp32_gemm()} (llm4dsr.fp32_gemm()), transformers through "
+              f"torch.matmul; the fp32 matmul reference times "
+              f"{'oneDNN' if llm4dsr.fp32_gemm() == 'onednn' else 'torch.matmul'}")
     print(HEADER)
 
     rows = []

@@ -24,7 +24,8 @@ throughput  SmolLM2-135M-Instruct (llm4dsr.load_pretrained("smollm2-135m-instruc
             model is ours saved with llm4dsr.save_pretrained and loaded with transformers'
             AutoModelForCausalLM / AutoTokenizer (logits checked to agree; its scores checked to equal ours in
             first_token_context="standalone", which reproduces their token choice).
-  matmul    torch.matmul at the model's GEMM shapes for a prefix forward of a micro-batch: the projections at
+  matmul    torch.matmul (oneDNN's fp32 linear where ours runs fp32 products through it:
+            bench_common.reference_library) at the model's GEMM shapes for a prefix forward of a micro-batch: the projections at
             M = B * (mean prefix length - S) rows, lm_head at B rows, weighted by how often a forward runs each.
             The rate a scorer made of nothing but these products would reach; exact mode's title passes run
             at smaller shapes (about 10 titles x 4 tokens rows), so its fraction is lower by construction.
@@ -348,6 +349,9 @@ def run_throughput(args) -> dict:
     print(f"peer check (float32): identical input ids for {checks['same_input_ids']}/{work.sequences} prompts, "
           f"logits max |diff| {checks['logits_max_abs_diff']:.1e}, authors' probs vs ours (standalone) max |diff| "
           f"{checks['prob_max_abs_diff']:.1e}")
+    if args.device == "cpu":
+        print(f"fp32 products: ours through {llm4dsr.fp32_gemm()} (llm4dsr.fp32_gemm()), the authors' through "
+              f"torch.matmul; the matmul reference times the library ours uses (bench_common.reference_library)")
 
     if args.dtype != "float32" or args.device != "cpu":
         pm.model.to(args.device, args.dtype)
