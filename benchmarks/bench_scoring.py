@@ -419,7 +419,7 @@ def print_throughput(res) -> None:
     print(format_row(res["authors"]))
     for d in res["rows"]:
         print(format_row(d))
-    print(f"(* the scorer's default micro-batch; matmul = torch.matmul GFLOP/s at that B's prefix shapes, the "
+    print(f"(* the scorer's default micro-batch; matmul = the plain product's GFLOP/s (torch.matmul, or oneDNN for fp32 as above) at that B's prefix shapes, the "
           f"authors' row against B = {res['authors']['micro_batch']}'s; tok/s = prefix tokens/s;\n vs authors = ratio "
           f"of the medians, (best) = ratio of the shortest rounds)")
     print()

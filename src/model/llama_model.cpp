@@ -223,6 +223,10 @@ torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const Attention
     const auto rotated_dtype = upcast && !ctx.cache ? torch::kFloat32 : dtype;
     q = RotaryFunction::apply(q, ctx.cos, ctx.sin, rotated_dtype);
     k = RotaryFunction::apply(k, ctx.cos, ctx.sin, rotated_dtype);
+  } else if (internal::rotary_kernel_applies(q, ctx.cos, ctx.sin) &&
+             internal::rotary_kernel_applies(k, ctx.cos, ctx.sin)) {
+    q = internal::rotate(q, ctx.cos, ctx.sin, 1, dtype);  // one pass each (apply_rotary makes three)
+    k = internal::rotate(k, ctx.cos, ctx.sin, 1, dtype);
   } else {
     auto cos = ctx.cos.unsqueeze(2), sin = ctx.sin.unsqueeze(2);
     q = apply_rotary(q, cos, sin);
@@ -271,6 +275,7 @@ torch::Tensor LlamaMLPImpl::activation(const torch::Tensor& x) {
     if (internal::swiglu_kernel_applies(gate, up)) return SwiGLUFunction::apply(gate, up);
     return torch::silu(gate) * up;
   }
+  if (internal::swiglu_kernel_applies(gate, up)) return internal::swiglu_forward(gate, up);  // one pass, not two
   return torch::silu_(gate).mul_(up);
 }
 
