@@ -1,8 +1,7 @@
 #include "llm4dsr/runtime.h"
 
-#include <ATen/Parallel.h>
-
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>

@@ -61,7 +61,8 @@ bool bf16x3_matmul_available();
 // on two threads). Both are IEEE fp32 with the same order of rounding error; results differ from one
 // setting to the other in the last bits (a different summation order). The default is
 // $LLM4DSR_FP32_GEMM (auto, onednn or aten) if set, otherwise kAuto. Asking for kOneDnn where
-// libtorch has no oneDNN linear ops raises llm4dsr::Error.
+// libtorch has no oneDNN linear ops raises llm4dsr::Error; while oneDNN is switched off in torch
+// (torch.backends.mkldnn.enabled = False) products take libtorch's path whatever the setting.
 enum class Fp32Gemm { kAuto, kOneDnn, kATen };
 void set_fp32_gemm(Fp32Gemm gemm);
 // The library in use, kAuto resolved: kOneDnn or kATen.

@@ -4,17 +4,15 @@
 #include <ATen/autocast_mode.h>
 
 #include <atomic>
+#include <cstring>
 
 #include <torch/torch.h>
 
 #include "llm4dsr/runtime.h"
-#include "model/packed_linear.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
-
-#include <cstring>
 
 namespace llm4dsr::detail {
 
