@@ -1,6 +1,5 @@
 #include "llm4dsr/runtime.h"
 
-#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -14,7 +13,6 @@
 #include "llm4dsr/error.h"
 #include "model/bf16x3_linear.h"
 #include "model/onednn_linear.h"
-#include "model/packed_linear.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -70,14 +68,7 @@ std::atomic<int> fp32_gemm_choice{-1};
 
 Fp32Gemm resolve(Fp32Gemm gemm) {
   if (gemm != Fp32Gemm::kAuto) return gemm;
-  const bool x86 =
-#if defined(__x86_64__) || defined(__i386__)
-      true;
-#else
-      false;
-#endif
-  const bool onednn = at::globalContext().userEnabledMkldnn() && detail::onednn_ops().present();
-  return x86 && onednn && !detail::intel_cpu() && detail::cpu_has("avx512_f") ? Fp32Gemm::kOneDnn : Fp32Gemm::kATen;
+  return detail::onednn_fp32_preferred() ? Fp32Gemm::kOneDnn : Fp32Gemm::kATen;
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "llm4dsr/runtime.h"
+#include "model/packed_linear.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -20,23 +21,6 @@ namespace {
 
 std::atomic<bool> onednn_failed_flag{false};
 
-using c10::List;
-using OptionalScalar = std::optional<at::Scalar>;
-
-torch::Tensor unary(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias) {
-  std::optional<at::Tensor> b;
-  if (bias.defined()) b = bias;
-  return onednn_ops().unary->call(x2, weight, b, "none", List<OptionalScalar>(), std::nullopt);
-}
-
-
-// residual + x2 W^T + bias on [rows, in] rows.
-torch::Tensor product(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias,
-                      const torch::Tensor& residual2) {
-  if (residual2.defined()) return onednn_ops().binary->call(x2, residual2, weight, std::nullopt, "add");
-  return unary(x2, weight, bias);
-}
-
 // Autograd inputs cannot be undefined: absent bias / residual come in as `weight` with a flag.
 struct OneDnnLinearFunction : public torch::autograd::Function<OneDnnLinearFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
@@ -44,7 +28,7 @@ struct OneDnnLinearFunction : public torch::autograd::Function<OneDnnLinearFunct
                                bool with_residual) {
     const int64_t in = weight.size(1), out = weight.size(0);
     const torch::Tensor x2 = x.reshape({-1, in}).contiguous();
-    const torch::Tensor y = product(x2, weight, with_bias ? bias : torch::Tensor(),
+    const torch::Tensor y = onednn_rows_product(x2, weight, with_bias ? bias : torch::Tensor(),
                                     with_residual ? residual.reshape({-1, out}).contiguous() : torch::Tensor());
     // x is needed only for the weight's gradient; a frozen weight (LoRA) saves nothing of the activations.
     ctx->save_for_backward({weight, weight.requires_grad() ? x2 : torch::Tensor()});
@@ -63,9 +47,9 @@ struct OneDnnLinearFunction : public torch::autograd::Function<OneDnnLinearFunct
     torch::Tensor grad_x, grad_w, grad_b;
     // g W as a linear whose weight is W^T ([in, out], a view: oneDNN reads it with its strides).
     if (ctx->needs_input_grad(0))
-      grad_x = unary(g2, weight.t(), torch::Tensor()).view(ctx->saved_data["x_sizes"].toIntVector());
+      grad_x = onednn_rows_product(g2, weight.t(), torch::Tensor(), torch::Tensor()).view(ctx->saved_data["x_sizes"].toIntVector());
     // dW^T = x^T g as a linear of x^T's rows with g^T for weight, then viewed back as [out, in].
-    if (ctx->needs_input_grad(1)) grad_w = unary(saved[1].t().contiguous(), g2.t(), torch::Tensor()).t();
+    if (ctx->needs_input_grad(1)) grad_w = onednn_rows_product(saved[1].t().contiguous(), g2.t(), torch::Tensor(), torch::Tensor()).t();
     const bool with_bias = ctx->saved_data["with_bias"].toBool();
     const bool with_residual = ctx->saved_data["with_residual"].toBool();
     if (with_bias && ctx->needs_input_grad(2)) grad_b = g2.sum(0);
@@ -102,6 +86,14 @@ std::vector<int64_t> sizes_with_last(const torch::Tensor& x, int64_t last) {
   return sizes;
 }
 
+torch::Tensor onednn_rows_product(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias,
+                                  const torch::Tensor& residual2) {
+  if (residual2.defined()) return onednn_ops().binary->call(x2, residual2, weight, std::nullopt, "add");
+  std::optional<at::Tensor> b;
+  if (bias.defined()) b = bias;
+  return onednn_ops().unary->call(x2, weight, b, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
+}
+
 bool onednn_failed() { return onednn_failed_flag.load(std::memory_order_relaxed); }
 
 void mark_onednn_failed() { onednn_failed_flag = true; }
@@ -118,6 +110,14 @@ bool intel_cpu() {
     return std::strcmp(vendor, "GenuineIntel") == 0;
   }();
   return intel;
+#else
+  return false;
+#endif
+}
+
+bool onednn_fp32_preferred() {
+#if defined(__x86_64__) || defined(__i386__)
+  return !intel_cpu() && cpu_has("avx512_f") && at::globalContext().userEnabledMkldnn() && onednn_ops().present();
 #else
   return false;
 #endif
@@ -150,7 +150,7 @@ torch::Tensor onednn_fp32_linear(const torch::Tensor& x, const torch::Tensor& we
       return OneDnnLinearFunction::apply(x, weight, bias.defined() ? bias : weight,
                                          residual.defined() ? residual : weight, bias.defined(), residual.defined());
     const torch::Tensor x2 = x.reshape({-1, in}).contiguous();
-    return product(x2, weight, bias, residual.defined() ? residual.reshape({-1, out}).contiguous() : torch::Tensor())
+    return onednn_rows_product(x2, weight, bias, residual.defined() ? residual.reshape({-1, out}).contiguous() : torch::Tensor())
         .view(sizes_with_last(x, out));
   } catch (const c10::Error&) {
     mark_onednn_failed();

@@ -52,6 +52,16 @@ void mark_onednn_failed();
 // Whether this x86 CPU's vendor is Intel (false off x86).
 bool intel_cpu();
 
+// residual2 + x2 W^T, or x2 W^T + bias (bias optional), on rows x2 [rows, in]: one oneDNN call, the
+// residual added on the accumulators. weight [out, in]: plain (any strides, e.g. a transposed view) or
+// reordered by ops.reorder. A fresh [rows, out] result (oneDNN's linear has no out= form).
+torch::Tensor onednn_rows_product(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias,
+                                  const torch::Tensor& residual2);
+
+// The "auto" choice (runtime.h: Fp32Gemm::kAuto): an x86 CPU with AVX-512 whose vendor is not Intel,
+// oneDNN enabled in torch and its linear ops present.
+bool onednn_fp32_preferred();
+
 // Whether fp32 products run through oneDNN under the current setting (runtime.h: fp32_gemm()).
 bool onednn_fp32_gemm();
 

@@ -126,12 +126,8 @@ void PackedWeight::clear() {
 
 torch::Tensor packed_linear(const torch::Tensor& x, const torch::Tensor& packed, const torch::Tensor& bias,
                             int64_t out_features) {
-  std::optional<at::Tensor> b;
-  if (bias.defined()) b = bias;
   const torch::Tensor x2 = rows_of(x);
-  auto product = [&](const torch::Tensor& rows) {
-    return onednn_ops().unary->call(rows, packed, b, "none", c10::List<std::optional<at::Scalar>>(), std::nullopt);
-  };
+  auto product = [&](const torch::Tensor& rows) { return onednn_rows_product(rows, packed, bias, torch::Tensor()); };
   // oneDNN's linear has no out= form: blocks are copied into place, so one call when there is no split.
   if (!row_blocks_apply(x2.size(0))) return product(x2).view(sizes_with_last(x, out_features));
   return by_row_blocks(x2.size(0), out_features, x2.options(),
@@ -143,7 +139,7 @@ torch::Tensor packed_linear_add(const torch::Tensor& x, const torch::Tensor& pac
   const torch::Tensor x2 = rows_of(x);
   const torch::Tensor r2 = residual.reshape({-1, residual.size(-1)}).contiguous();
   auto product = [&](int64_t first, int64_t n) {
-    return onednn_ops().binary->call(x2.narrow(0, first, n), r2.narrow(0, first, n), packed, std::nullopt, "add");
+    return onednn_rows_product(x2.narrow(0, first, n), packed, torch::Tensor(), r2.narrow(0, first, n));
   };
   if (!row_blocks_apply(x2.size(0))) return product(0, x2.size(0)).view(residual.sizes());
   return by_row_blocks(x2.size(0), r2.size(1), r2.options(),
