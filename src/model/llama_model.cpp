@@ -9,6 +9,7 @@
 #include <ATen/autocast_mode.h>
 
 #include "internal/causal_attention.h"
+#include "internal/cpu_attention.h"
 #include "internal/large_output.h"
 #include "internal/rms_norm.h"
 #include "internal/rotary.h"
@@ -244,6 +245,12 @@ torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const Attention
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   if (bf16_training_attention && internal::bf16_causal_attention_applies(q, k, v))
     return internal::bf16_causal_attention(q, k, v, scale).transpose(1, 2).reshape({B, T, num_heads_ * head_dim_});
+  // Without gradients, on AVX-512 CPUs where ATen's flash kernel is the slow path (see
+  // internal/cpu_attention.h); from 4 query rows (a decoded token's one row would waste the kernel's
+  // block of 4, and packing the cache's keys would cost as much as the attention itself).
+  if (!grad && T >= 4 && internal::cpu_attention_preferred(dtype) &&
+      internal::cpu_attention_applies(q, k, v, ctx.mask))
+    return internal::cpu_attention(q, k, v, ctx.mask, ctx.is_causal && T > 1, scale);
   std::optional<torch::Tensor> mask;
   if (ctx.mask.defined()) mask = ctx.mask;
   // enable_gqa: each KV head serves num_heads / num_kv_heads consecutive query heads (HF's repeat_kv)

@@ -1,0 +1,339 @@
+#include "internal/cpu_attention.h"
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "llm4dsr/error.h"
+#include "internal/fast_math.h"
+#include "internal/tensor_elements.h"
+#include "model/onednn_linear.h"
+#include "model/packed_linear.h"
+
+#define LLM4DSR_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define LLM4DSR_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+namespace llm4dsr::internal {
+
+namespace {
+
+constexpr int64_t kRows = 4;   // query rows of one head per block
+constexpr int64_t kKeys = 16;  // fp32 scores per zmm register
+constexpr int64_t kMaxHeadDim = 512;
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Scores of kRows query rows against key_blocks blocks of 16 keys: s[r * ld + j] = q_r . k_j, from
+// kt = K^T [D][ld] (fp32). Two key blocks at a time: eight independent accumulators cover the FMA
+// latency.
+LLM4DSR_AVX512 void scores_fp32(const float* const* q, const float* kt, int64_t D, int64_t ld, int64_t key_blocks,
+                                float* s) {
+  int64_t jb = 0;
+  for (; jb + 2 <= key_blocks; jb += 2) {
+    __m512 acc[kRows][2];
+    for (auto& row : acc) row[0] = row[1] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const float* keys = kt + d * ld + jb * kKeys;
+      const __m512 k0 = _mm512_loadu_ps(keys), k1 = _mm512_loadu_ps(keys + kKeys);
+      for (int64_t r = 0; r < kRows; ++r) {
+        const __m512 qr = _mm512_set1_ps(q[r][d]);
+        acc[r][0] = _mm512_fmadd_ps(qr, k0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(qr, k1, acc[r][1]);
+      }
+    }
+    for (int64_t r = 0; r < kRows; ++r) {
+      _mm512_storeu_ps(s + r * ld + jb * kKeys, acc[r][0]);
+      _mm512_storeu_ps(s + r * ld + (jb + 1) * kKeys, acc[r][1]);
+    }
+  }
+  if (jb < key_blocks) {
+    __m512 acc[kRows];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const __m512 k0 = _mm512_loadu_ps(kt + d * ld + jb * kKeys);
+      for (int64_t r = 0; r < kRows; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r][d]), k0, acc[r]);
+    }
+    for (int64_t r = 0; r < kRows; ++r) _mm512_storeu_ps(s + r * ld + jb * kKeys, acc[r]);
+  }
+}
+
+// The same from bf16 rows and ktp = K^T in key pairs [D / 2][ld][2]: each dot product instruction
+// adds, per key, q[2i] k[2i] + q[2i + 1] k[2i + 1] in fp32.
+LLM4DSR_AVX512_BF16 void scores_bf16(const uint16_t* const* q, const uint16_t* ktp, int64_t D, int64_t ld,
+                                     int64_t key_blocks, float* s) {
+  int64_t jb = 0;
+  for (; jb + 2 <= key_blocks; jb += 2) {
+    __m512 acc[kRows][2];
+    for (auto& row : acc) row[0] = row[1] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < D / 2; ++i) {
+      const uint16_t* keys = ktp + (i * ld + jb * kKeys) * 2;
+      const auto k0 = (__m512bh)_mm512_loadu_si512(keys);
+      const auto k1 = (__m512bh)_mm512_loadu_si512(keys + 2 * kKeys);
+      for (int64_t r = 0; r < kRows; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, q[r] + 2 * i, sizeof pair);
+        const auto qr = (__m512bh)_mm512_set1_epi32(pair);
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qr, k0);
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qr, k1);
+      }
+    }
+    for (int64_t r = 0; r < kRows; ++r) {
+      _mm512_storeu_ps(s + r * ld + jb * kKeys, acc[r][0]);
+      _mm512_storeu_ps(s + r * ld + (jb + 1) * kKeys, acc[r][1]);
+    }
+  }
+  if (jb < key_blocks) {
+    __m512 acc[kRows];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    for (int64_t i = 0; i < D / 2; ++i) {
+      const auto k0 = (__m512bh)_mm512_loadu_si512(ktp + (i * ld + jb * kKeys) * 2);
+      for (int64_t r = 0; r < kRows; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, q[r] + 2 * i, sizeof pair);
+        acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32(pair), k0);
+      }
+    }
+    for (int64_t r = 0; r < kRows; ++r) _mm512_storeu_ps(s + r * ld + jb * kKeys, acc[r]);
+  }
+}
+
+// Softmax numerators of one score row over its first n keys, in place: s[j] = exp(s[j] * scale - max)
+// where key j is visible (j < visible, and mask[j] when there is a mask), 0 elsewhere. Returns their
+// sum, 0 when no key is visible.
+LLM4DSR_AVX512 float softmax_numerators(float* s, int64_t n, int64_t visible, const bool* mask, float scale) {
+  constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
+  float max = kMinusInf;
+#pragma omp simd reduction(max : max)
+  for (int64_t j = 0; j < n; ++j) {
+    const bool seen = j < visible && (mask == nullptr || mask[j]);
+    const float x = seen ? s[j] * scale : kMinusInf;
+    s[j] = x;
+    max = std::max(max, x);
+  }
+  if (max == kMinusInf) {
+    std::fill(s, s + n, 0.0f);
+    return 0.0f;
+  }
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) {
+    const float x = s[j];
+    const float p = x == kMinusInf ? 0.0f : exp_nonpositive(x - max);
+    s[j] = p;
+    sum += p;
+  }
+  return sum;
+}
+
+// acc[r][0 .. 16 * NZ) = sum over keys j < n of p[r * ld + j] * v_j[d0 ..], fp32.
+template <int NZ>
+LLM4DSR_AVX512 void weighted_values_fp32(const float* p, int64_t ld, const float* v, int64_t v_stride, int64_t n,
+                                         float* acc_out) {
+  __m512 acc[kRows][NZ];
+  for (auto& row : acc)
+    for (auto& a : row) a = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    __m512 vz[NZ];
+    for (int c = 0; c < NZ; ++c) vz[c] = _mm512_loadu_ps(v + j * v_stride + c * 16);
+    for (int64_t r = 0; r < kRows; ++r) {
+      const __m512 pr = _mm512_set1_ps(p[r * ld + j]);
+      for (int c = 0; c < NZ; ++c) acc[r][c] = _mm512_fmadd_ps(pr, vz[c], acc[r][c]);
+    }
+  }
+  for (int64_t r = 0; r < kRows; ++r)
+    for (int c = 0; c < NZ; ++c) _mm512_storeu_ps(acc_out + (r * NZ + c) * 16, acc[r][c]);
+}
+
+// The same with bf16 P (bits, [kRows][ld], zero past n) and vp = V in key pairs [keys / 2][D][2]
+// starting at column d0: n rounded up to even keys.
+template <int NZ>
+LLM4DSR_AVX512_BF16 void weighted_values_bf16(const uint16_t* p, int64_t ld, const uint16_t* vp, int64_t D,
+                                              int64_t n, float* acc_out) {
+  __m512 acc[kRows][NZ];
+  for (auto& row : acc)
+    for (auto& a : row) a = _mm512_setzero_ps();
+  for (int64_t i = 0; i < (n + 1) / 2; ++i) {
+    __m512bh vz[NZ];
+    for (int c = 0; c < NZ; ++c) vz[c] = (__m512bh)_mm512_loadu_si512(vp + (i * D + c * 16) * 2);
+    for (int64_t r = 0; r < kRows; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, p + r * ld + 2 * i, sizeof pair);
+      const auto pr = (__m512bh)_mm512_set1_epi32(pair);
+      for (int c = 0; c < NZ; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], pr, vz[c]);
+    }
+  }
+  for (int64_t r = 0; r < kRows; ++r)
+    for (int c = 0; c < NZ; ++c) _mm512_storeu_ps(acc_out + (r * NZ + c) * 16, acc[r][c]);
+}
+
+template <typename Scalar>
+struct Operand {
+  const Scalar* data;
+  int64_t s0, s1, s2;  // strides of dims 0, 1, 2 (dim 3 is contiguous)
+  const Scalar* row(int64_t a, int64_t b, int64_t c) const { return data + a * s0 + b * s1 + c * s2; }
+};
+
+template <typename Scalar>
+Operand<Scalar> operand(const torch::Tensor& t) {
+  return {elements<Scalar>(t), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+// Scalar = float (fp32) or uint16_t (bf16 bits).
+template <typename Scalar>
+torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, const torch::Tensor& v_t,
+                        const torch::Tensor& mask_t, bool is_causal, double scale) {
+  constexpr bool kBf16 = std::is_same_v<Scalar, uint16_t>;
+  const int64_t B = q_t.size(0), H = q_t.size(1), Tq = q_t.size(2), D = q_t.size(3);
+  const int64_t KV = k_t.size(1), Tk = k_t.size(2), G = H / KV;
+  const int64_t ld = round_up(Tk, kKeys);  // score row width, and the packed keys' row width
+  const Operand<Scalar> q = operand<Scalar>(q_t), k = operand<Scalar>(k_t), v = operand<Scalar>(v_t);
+  const torch::Tensor mask = mask_t.defined() ? mask_t.contiguous() : mask_t;
+  const bool* mask_ptr = mask.defined() ? mask.data_ptr<bool>() : nullptr;
+  const int64_t mask_batch = mask.defined() && mask.size(0) > 1 ? Tq * Tk : 0;
+
+  // Per (sequence, KV head): K^T [D][ld] (bf16: [D / 2][ld][2]), zero past Tk; bf16 also V in key
+  // pairs [ld / 2][D][2]. The fp32 values are read in place.
+  const int64_t key_size = D * ld, value_size = kBf16 ? ld * D : 0;
+  torch::Tensor packed = torch::zeros({B * KV, key_size + value_size}, q_t.options());
+  Scalar* packed_ptr = elements<Scalar>(packed);
+  at::parallel_for(0, B * KV, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t b = pair / KV, kv = pair % KV;
+      Scalar* kt = packed_ptr + pair * (key_size + value_size);
+      for (int64_t j = 0; j < Tk; ++j) {
+        const Scalar* key = k.row(b, kv, j);
+        if constexpr (kBf16) {
+          const Scalar* value = v.row(b, kv, j);
+          Scalar* vp = kt + key_size + (j / 2) * D * 2 + (j % 2);
+          for (int64_t d = 0; d < D; ++d) {
+            kt[((d / 2) * ld + j) * 2 + (d % 2)] = key[d];
+            vp[d * 2] = value[d];
+          }
+        } else {
+          for (int64_t d = 0; d < D; ++d) kt[d * ld + j] = key[d];
+        }
+      }
+    }
+  });
+
+  torch::Tensor out = torch::empty({B, Tq, H, D}, q_t.options());
+  Scalar* out_ptr = elements<Scalar>(out);
+  const int64_t row_blocks = (Tq + kRows - 1) / kRows;
+  const float fscale = static_cast<float>(scale);
+  at::parallel_for(0, B * H * row_blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(kRows * ld));
+    std::vector<uint16_t> p_bits(kBf16 ? static_cast<size_t>(kRows * ld) : 0);
+    std::vector<float> acc(static_cast<size_t>(kRows * 64));
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t b = unit / (H * row_blocks), h = (unit / row_blocks) % H, t0 = (unit % row_blocks) * kRows;
+      const int64_t rows = std::min(kRows, Tq - t0);
+      const int64_t pair = b * KV + h / G;
+      const Scalar* kt = packed_ptr + pair * (key_size + value_size);
+      const Scalar* q_rows[kRows];
+      for (int64_t r = 0; r < kRows; ++r) q_rows[r] = q.row(b, h, t0 + std::min(r, rows - 1));
+      // Keys this block can see: up to its last row under causality.
+      const int64_t n = is_causal ? std::min(Tk, t0 + rows) : Tk;
+      const int64_t key_blocks = (n + kKeys - 1) / kKeys;
+      if constexpr (kBf16) scores_bf16(q_rows, kt, D, ld, key_blocks, scores.data());
+      else scores_fp32(q_rows, kt, D, ld, key_blocks, scores.data());
+      float inverse[kRows] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int64_t r = 0; r < kRows; ++r) {
+        float* s = scores.data() + r * ld;
+        if (r >= rows) {
+          std::fill(s, s + n, 0.0f);
+        } else {
+          const int64_t t = t0 + r;
+          const bool* mask_row = mask_ptr ? mask_ptr + b * mask_batch + t * Tk : nullptr;
+          const float sum = softmax_numerators(s, n, is_causal ? t + 1 : n, mask_row, fscale);
+          inverse[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
+        }
+        if constexpr (kBf16) {
+          uint16_t* pb = p_bits.data() + r * ld;
+          for (int64_t j = 0; j < n; ++j) pb[j] = round_to_bf16_bits(s[j]);
+          if (n % 2) pb[n] = 0;
+        }
+      }
+      for (int64_t d0 = 0; d0 < D; d0 += 64) {
+        const int nz = static_cast<int>(std::min<int64_t>(4, (D - d0) / 16));
+        if constexpr (kBf16) {
+          const uint16_t* vp = kt + key_size + d0 * 2;
+          switch (nz) {
+            case 4: weighted_values_bf16<4>(p_bits.data(), ld, vp, D, n, acc.data()); break;
+            case 3: weighted_values_bf16<3>(p_bits.data(), ld, vp, D, n, acc.data()); break;
+            case 2: weighted_values_bf16<2>(p_bits.data(), ld, vp, D, n, acc.data()); break;
+            default: weighted_values_bf16<1>(p_bits.data(), ld, vp, D, n, acc.data()); break;
+          }
+        } else {
+          const float* v0 = v.row(b, h / G, 0) + d0;
+          switch (nz) {
+            case 4: weighted_values_fp32<4>(scores.data(), ld, v0, v.s2, n, acc.data()); break;
+            case 3: weighted_values_fp32<3>(scores.data(), ld, v0, v.s2, n, acc.data()); break;
+            case 2: weighted_values_fp32<2>(scores.data(), ld, v0, v.s2, n, acc.data()); break;
+            default: weighted_values_fp32<1>(scores.data(), ld, v0, v.s2, n, acc.data()); break;
+          }
+        }
+        const int64_t width = nz * 16;
+        for (int64_t r = 0; r < rows; ++r) {
+          Scalar* o = out_ptr + ((b * Tq + t0 + r) * H + h) * D + d0;
+          const float* a = acc.data() + r * width;
+          for (int64_t d = 0; d < width; ++d) store(o, d, a[d] * inverse[r]);
+        }
+      }
+    }
+  });
+  return out.view({B, Tq, H * D});
+}
+
+}  // namespace
+
+bool cpu_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                           const torch::Tensor& mask) {
+  const auto dtype = q.scalar_type();
+  if (dtype != torch::kFloat32 && dtype != torch::kBFloat16) return false;
+  for (const auto* t : {&q, &k, &v})
+    if (!t->device().is_cpu() || t->scalar_type() != dtype || t->dim() != 4 || t->stride(3) != 1) return false;
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), KV = k.size(1), Tk = k.size(2);
+  if (k.sizes() != v.sizes() || k.size(0) != B || k.size(3) != D || KV == 0 || H % KV != 0 || Tq == 0 || Tk == 0 ||
+      D % 16 != 0 || D > kMaxHeadDim)
+    return false;
+  if (mask.defined() && (mask.scalar_type() != torch::kBool || mask.dim() != 4 || !mask.device().is_cpu() ||
+                         (mask.size(0) != 1 && mask.size(0) != B) || mask.size(1) != 1 || mask.size(2) != Tq ||
+                         mask.size(3) != Tk))
+    return false;
+  static const bool avx512 = detail::cpu_has("avx512_f");
+  static const bool avx512_bf16 = avx512 && detail::cpu_has("avx512_bf16");
+  return dtype == torch::kBFloat16 ? avx512_bf16 : avx512;
+}
+
+bool cpu_attention_preferred(torch::ScalarType dtype) {
+  if (dtype == torch::kBFloat16) {
+    static const bool yes = detail::cpu_has("avx512_bf16") && !detail::cpu_has("amx_bf16");
+    return yes;
+  }
+  if (dtype == torch::kFloat32) {
+    static const bool yes = detail::cpu_has("avx512_f") && !detail::intel_cpu();
+    return yes;
+  }
+  return false;
+}
+
+torch::Tensor cpu_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                            const torch::Tensor& mask, bool is_causal, double scale) {
+  LLM4DSR_CHECK(cpu_attention_applies(q, k, v, mask),
+                "cpu_attention: q " << q.sizes() << " " << q.scalar_type() << ", k " << k.sizes() << ", v " << v.sizes()
+                                    << (mask.defined() ? ", a mask" : "")
+                                    << ": needs fp32 or bf16 CPU [B, H, Tq, D] and [B, KV, Tk, D], D a multiple of "
+                                       "16, a bool mask [B or 1, 1, Tq, Tk], and AVX-512");
+  torch::NoGradGuard no_grad;
+  if (q.scalar_type() == torch::kBFloat16) return attention<uint16_t>(q, k, v, mask, is_causal, scale);
+  return attention<float>(q, k, v, mask, is_causal, scale);
+}
+
+}  // namespace llm4dsr::internal
