@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "llm4dsr/error.h"
+#include "internal/cpu_attention.h"
 #include "internal/fast_math.h"
 #include "internal/tensor_elements.h"
 #include "internal/vector_clones.h"
@@ -44,8 +45,16 @@ struct Bf16CausalAttention : public torch::autograd::Function<Bf16CausalAttentio
     // Under bf16 autocast (the trainer's option for fp32 models) ATen would recast these products'
     // inputs; the dtypes here are already the ones wanted, forward and backward.
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-    auto [out, lse] = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, /*is_causal=*/true,
-                                                                      std::nullopt, scale);
+    torch::Tensor out, lse;
+    if (cpu_attention_preferred(torch::kBFloat16) && cpu_attention_applies(q, k, v, torch::Tensor())) {
+      // [B, T, H * D] seen as [B, H, T, D]: the flash kernel's layout.
+      out = cpu_attention(q, k, v, torch::Tensor(), /*is_causal=*/true, scale, &lse)
+                .view({q.size(0), q.size(2), q.size(1), q.size(3)})
+                .transpose(1, 2);
+    } else {
+      std::tie(out, lse) = at::_scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, /*is_causal=*/true,
+                                                                          std::nullopt, scale);
+    }
     ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["scale"] = scale;
     return out;

@@ -1,5 +1,6 @@
 // Causal self-attention of bf16 queries, keys and values on the CPU with recorded gradients
-// (internal): forward by ATen's bf16 flash kernel, backward by bf16 GEMMs.
+// (internal): forward by ATen's bf16 flash kernel (by cpu_attention.h's kernel where that is
+// preferred: AVX512-BF16 without AMX), backward by bf16 GEMMs.
 //
 // ATen's CPU flash-attention backward has no fast bf16 kernel (2.5x slower than fp32), and in fp32 it
 // ran at 150-170 GFLOP/s: 28% of a bf16 LoRA training step at batch 32 x 128 tokens went to it and to

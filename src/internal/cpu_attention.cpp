@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -106,8 +107,9 @@ LLM4DSR_AVX512_BF16 void scores_bf16(const uint16_t* const* q, const uint16_t* k
 
 // Softmax numerators of one score row over its first n keys, in place: s[j] = exp(s[j] * scale - max)
 // where key j is visible (j < visible, and mask[j] when there is a mask), 0 elsewhere. Returns their
-// sum, 0 when no key is visible.
-LLM4DSR_AVX512 float softmax_numerators(float* s, int64_t n, int64_t visible, const bool* mask, float scale) {
+// sum, 0 when no key is visible, and sets *max_out to the largest scaled score (-inf then).
+LLM4DSR_AVX512 float softmax_numerators(float* s, int64_t n, int64_t visible, const bool* mask, float scale,
+                                        float* max_out) {
   constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
   float max = kMinusInf;
 #pragma omp simd reduction(max : max)
@@ -117,6 +119,7 @@ LLM4DSR_AVX512 float softmax_numerators(float* s, int64_t n, int64_t visible, co
     s[j] = x;
     max = std::max(max, x);
   }
+  *max_out = max;
   if (max == kMinusInf) {
     std::fill(s, s + n, 0.0f);
     return 0.0f;
@@ -188,7 +191,7 @@ Operand<Scalar> operand(const torch::Tensor& t) {
 // Scalar = float (fp32) or uint16_t (bf16 bits).
 template <typename Scalar>
 torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, const torch::Tensor& v_t,
-                        const torch::Tensor& mask_t, bool is_causal, double scale) {
+                        const torch::Tensor& mask_t, bool is_causal, double scale, torch::Tensor* log_sum_exp) {
   constexpr bool kBf16 = std::is_same_v<Scalar, uint16_t>;
   const int64_t B = q_t.size(0), H = q_t.size(1), Tq = q_t.size(2), D = q_t.size(3);
   const int64_t KV = k_t.size(1), Tk = k_t.size(2), G = H / KV;
@@ -225,6 +228,11 @@ torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, cons
 
   torch::Tensor out = torch::empty({B, Tq, H, D}, q_t.options());
   Scalar* out_ptr = elements<Scalar>(out);
+  float* lse_ptr = nullptr;
+  if (log_sum_exp) {
+    *log_sum_exp = torch::empty({B, H, Tq}, q_t.options().dtype(torch::kFloat32));
+    lse_ptr = log_sum_exp->data_ptr<float>();
+  }
   const int64_t row_blocks = (Tq + kRows - 1) / kRows;
   const float fscale = static_cast<float>(scale);
   at::parallel_for(0, B * H * row_blocks, 1, [&](int64_t begin, int64_t end) {
@@ -251,8 +259,10 @@ torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, cons
         } else {
           const int64_t t = t0 + r;
           const bool* mask_row = mask_ptr ? mask_ptr + b * mask_batch + t * Tk : nullptr;
-          const float sum = softmax_numerators(s, n, is_causal ? t + 1 : n, mask_row, fscale);
+          float max = 0.0f;
+          const float sum = softmax_numerators(s, n, is_causal ? t + 1 : n, mask_row, fscale, &max);
           inverse[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
+          if (lse_ptr) lse_ptr[(b * H + h) * Tq + t] = sum > 0.0f ? max + std::log(sum) : max;
         }
         if constexpr (kBf16) {
           uint16_t* pb = p_bits.data() + r * ld;
@@ -325,15 +335,15 @@ bool cpu_attention_preferred(torch::ScalarType dtype) {
 }
 
 torch::Tensor cpu_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                            const torch::Tensor& mask, bool is_causal, double scale) {
+                            const torch::Tensor& mask, bool is_causal, double scale, torch::Tensor* log_sum_exp) {
   LLM4DSR_CHECK(cpu_attention_applies(q, k, v, mask),
                 "cpu_attention: q " << q.sizes() << " " << q.scalar_type() << ", k " << k.sizes() << ", v " << v.sizes()
                                     << (mask.defined() ? ", a mask" : "")
                                     << ": needs fp32 or bf16 CPU [B, H, Tq, D] and [B, KV, Tk, D], D a multiple of "
                                        "16, a bool mask [B or 1, 1, Tq, Tk], and AVX-512");
   torch::NoGradGuard no_grad;
-  if (q.scalar_type() == torch::kBFloat16) return attention<uint16_t>(q, k, v, mask, is_causal, scale);
-  return attention<float>(q, k, v, mask, is_causal, scale);
+  if (q.scalar_type() == torch::kBFloat16) return attention<uint16_t>(q, k, v, mask, is_causal, scale, log_sum_exp);
+  return attention<float>(q, k, v, mask, is_causal, scale, log_sum_exp);
 }
 
 }  // namespace llm4dsr::internal

@@ -30,8 +30,11 @@ bool cpu_attention_preferred(torch::ScalarType dtype);
 
 // softmax(q k^T * scale + mask) v with query head h reading KV head h / (H / KV) (HF's repeat_kv),
 // as [B, Tq, H * D] in q's dtype. `mask` true = attend; `is_causal` additionally limits query t to
-// keys j <= t (SDPA's top-left alignment). No gradient. Requires cpu_attention_applies.
+// keys j <= t (SDPA's top-left alignment). With log_sum_exp, also sets it to fp32 [B, H, Tq]:
+// log sum_j exp(q_t k_j * scale) over the visible keys (-inf for a row that sees none), what the
+// flash kernel returns for its backward. No gradient. Requires cpu_attention_applies.
 torch::Tensor cpu_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                            const torch::Tensor& mask, bool is_causal, double scale);
+                            const torch::Tensor& mask, bool is_causal, double scale,
+                            torch::Tensor* log_sum_exp = nullptr);
 
 }  // namespace llm4dsr::internal

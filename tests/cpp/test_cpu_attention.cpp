@@ -112,6 +112,26 @@ TEST_CASE("cpu attention equals float64 attention", "[cpu_attention]") {
   }
 }
 
+TEST_CASE("cpu attention: log-sum-exp of the scaled scores, as the flash kernel returns it", "[cpu_attention]") {
+  for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    if (!kernel_available(dtype)) continue;
+    const int64_t B = 2, H = 6, KV = 2, T = 21, D = 32;
+    const auto o = make_operands(B, H, KV, T, T, D, dtype);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+    torch::Tensor lse;
+    const torch::Tensor out = cpu_attention(o.q, o.k, o.v, torch::Tensor(), true, scale, &lse);
+    REQUIRE(lse.scalar_type() == torch::kFloat32);
+    REQUIRE(lse.sizes() == torch::IntArrayRef({B, H, T}));
+    const torch::Tensor scores = torch::matmul(o.q.to(torch::kFloat64),
+                                               o.k.to(torch::kFloat64).repeat_interleave(H / KV, 1).transpose(-1, -2))
+                                     .mul(scale)
+                                     .masked_fill(torch::ones({T, T}, torch::kBool).triu(1), -INFINITY);
+    CHECK((lse.to(torch::kFloat64) - scores.logsumexp(-1)).abs().max().item<double>() <= 1e-5);
+    // The same output with and without it.
+    CHECK(torch::equal(out, cpu_attention(o.q, o.k, o.v, torch::Tensor(), true, scale)));
+  }
+}
+
 TEST_CASE("cpu attention: a query that may see no key gives zeros", "[cpu_attention]") {
   for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
     if (!kernel_available(dtype)) continue;
