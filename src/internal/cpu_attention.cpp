@@ -18,6 +18,11 @@
 #include "model/onednn_linear.h"
 #include "model/packed_linear.h"
 
+// GCC 12's AVX-512 headers pass _mm512_undefined_ps() (a self-initialised variable) as the unused
+// merge source of unmasked intrinsics such as _mm512_max_ps, and warn about it once they are inlined.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #define LLM4DSR_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define LLM4DSR_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
@@ -105,34 +110,76 @@ LLM4DSR_AVX512_BF16 void scores_bf16(const uint16_t* const* q, const uint16_t* k
   }
 }
 
-// Softmax numerators of one score row over its first n keys, in place: s[j] = exp(s[j] * scale - max)
-// where key j is visible (j < visible, and mask[j] when there is a mask), 0 elsewhere. Returns their
-// sum, 0 when no key is visible, and sets *max_out to the largest scaled score (-inf then).
+// fast_math.h's exp_nonpositive on 16 lanes (the same reduction and polynomial; 2^n by scalef).
+LLM4DSR_AVX512 inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+  for (const float c : {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f})
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Softmax numerators of one score row, in place, over whole blocks of 16 up to n: s[j] =
+// exp(s[j] * scale - max) where key j is visible (j < visible, j < n, and mask[j] when there is a
+// mask), 0 elsewhere (past n too, so that a bf16 copy of the row has zeros there). Returns their sum,
+// 0 when no key is visible, and sets *max_out to the largest scaled score (-inf then). The row has
+// room for n rounded up to 16; the mask is read only below n.
 LLM4DSR_AVX512 float softmax_numerators(float* s, int64_t n, int64_t visible, const bool* mask, float scale,
                                         float* max_out) {
-  constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
-  float max = kMinusInf;
-#pragma omp simd reduction(max : max)
-  for (int64_t j = 0; j < n; ++j) {
-    const bool seen = j < visible && (mask == nullptr || mask[j]);
-    const float x = seen ? s[j] * scale : kMinusInf;
-    s[j] = x;
-    max = std::max(max, x);
+  const __m512 minus_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i limit = _mm512_set1_epi32(static_cast<int32_t>(std::min(n, visible)));
+  const __m512 factor = _mm512_set1_ps(scale);
+  __m512 max16 = minus_inf;
+  for (int64_t j = 0; j < n; j += kKeys) {
+    __mmask16 seen = _mm512_cmplt_epi32_mask(_mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(j))), limit);
+    if (mask) {
+      const __mmask16 in_row = n - j >= kKeys ? __mmask16{0xffff} : static_cast<__mmask16>((1u << (n - j)) - 1);
+      const __m512i bytes = _mm512_maskz_cvtepu8_epi32(__mmask16{0xffff}, _mm_maskz_loadu_epi8(in_row, mask + j));
+      seen &= _mm512_test_epi32_mask(bytes, bytes);
+    }
+    const __m512 x = _mm512_mask_mul_ps(minus_inf, seen, _mm512_loadu_ps(s + j), factor);
+    _mm512_storeu_ps(s + j, x);
+    max16 = _mm512_max_ps(max16, x);
   }
+  const float max = _mm512_reduce_max_ps(max16);
   *max_out = max;
-  if (max == kMinusInf) {
-    std::fill(s, s + n, 0.0f);
+  if (max == -std::numeric_limits<float>::infinity()) {
+    std::fill(s, s + round_up(n, kKeys), 0.0f);
     return 0.0f;
   }
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < n; ++j) {
-    const float x = s[j];
-    const float p = x == kMinusInf ? 0.0f : exp_nonpositive(x - max);
-    s[j] = p;
-    sum += p;
+  const __m512 max_all = _mm512_set1_ps(max);
+  __m512 sum16 = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; j += kKeys) {
+    const __m512 x = _mm512_loadu_ps(s + j);
+    const __mmask16 seen = _mm512_cmp_ps_mask(x, minus_inf, _CMP_NEQ_OQ);
+    const __m512 p = _mm512_maskz_mov_ps(seen, exp_nonpositive(_mm512_sub_ps(x, max_all)));
+    _mm512_storeu_ps(s + j, p);
+    sum16 = _mm512_add_ps(sum16, p);
   }
-  return sum;
+  return _mm512_reduce_add_ps(sum16);
+}
+
+// A row of fp32 numerators as bf16 bits, in blocks of 16 (AVX512-BF16's rounding: to nearest even).
+LLM4DSR_AVX512_BF16 void row_to_bf16(const float* s, int64_t n, uint16_t* out) {
+  for (int64_t j = 0; j < n; j += kKeys)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(s + j)));
+}
+
+// out[d] = acc[d] * factor for a width that is a multiple of 16, fp32 or bf16.
+LLM4DSR_AVX512 void store_scaled(const float* acc, int64_t width, float factor, float* out) {
+  for (int64_t d = 0; d < width; d += 16)
+    _mm512_storeu_ps(out + d, _mm512_mul_ps(_mm512_loadu_ps(acc + d), _mm512_set1_ps(factor)));
+}
+
+LLM4DSR_AVX512_BF16 void store_scaled(const float* acc, int64_t width, float factor, uint16_t* out) {
+  for (int64_t d = 0; d < width; d += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + d),
+                        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(acc + d), _mm512_set1_ps(factor))));
 }
 
 // acc[r][0 .. 16 * NZ) = sum over keys j < n of p[r * ld + j] * v_j[d0 ..], fp32.
@@ -262,7 +309,7 @@ torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, cons
       for (int64_t r = 0; r < kRows; ++r) {
         float* s = scores.data() + r * ld;
         if (r >= rows) {
-          std::fill(s, s + n, 0.0f);
+          std::fill(s, s + round_up(n, kKeys), 0.0f);
         } else {
           const int64_t t = t0 + r;
           const bool* mask_row = mask_ptr ? mask_ptr + b * mask_batch + t * Tk : nullptr;
@@ -271,11 +318,7 @@ torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, cons
           inverse[r] = sum > 0.0f ? 1.0f / sum : 0.0f;
           if (lse_ptr) lse_ptr[(b * H + h) * Tq + t] = sum > 0.0f ? max + std::log(sum) : max;
         }
-        if constexpr (kBf16) {
-          uint16_t* pb = p_bits.data() + r * ld;
-          for (int64_t j = 0; j < n; ++j) pb[j] = round_to_bf16_bits(s[j]);
-          if (n % 2) pb[n] = 0;
-        }
+        if constexpr (kBf16) row_to_bf16(s, n, p_bits.data() + r * ld);  // zeros past n up to the block's end
       }
       for (int64_t d0 = 0; d0 < D; d0 += 64) {
         const int nz = static_cast<int>(std::min<int64_t>(4, (D - d0) / 16));
@@ -297,11 +340,8 @@ torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, cons
           }
         }
         const int64_t width = nz * 16;
-        for (int64_t r = 0; r < rows; ++r) {
-          Scalar* o = out_ptr + ((b * Tq + t0 + r) * H + h) * D + d0;
-          const float* a = acc.data() + r * width;
-          for (int64_t d = 0; d < width; ++d) store(o, d, a[d] * inverse[r]);
-        }
+        for (int64_t r = 0; r < rows; ++r)
+          store_scaled(acc.data() + r * width, width, inverse[r], out_ptr + ((b * Tq + t0 + r) * H + h) * D + d0);
       }
     }
   });
