@@ -36,6 +36,14 @@ constexpr int64_t kMaxHeadDim = 512;
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+// Scores of two 16-key blocks (jb, jb + 1) of kRows rows into rows of ld floats.
+LLM4DSR_AVX512 inline void store_two_blocks(const __m512 (&acc)[kRows][2], int64_t ld, int64_t jb, float* s) {
+  for (int64_t r = 0; r < kRows; ++r) {
+    _mm512_storeu_ps(s + r * ld + jb * kKeys, acc[r][0]);
+    _mm512_storeu_ps(s + r * ld + (jb + 1) * kKeys, acc[r][1]);
+  }
+}
+
 // Scores of kRows query rows against key_blocks blocks of 16 keys: s[r * ld + j] = q_r . k_j, from
 // kt = K^T [D][ld] (fp32). Two key blocks at a time: eight independent accumulators cover the FMA
 // latency.
@@ -54,10 +62,7 @@ LLM4DSR_AVX512 void scores_fp32(const float* const* q, const float* kt, int64_t 
         acc[r][1] = _mm512_fmadd_ps(qr, k1, acc[r][1]);
       }
     }
-    for (int64_t r = 0; r < kRows; ++r) {
-      _mm512_storeu_ps(s + r * ld + jb * kKeys, acc[r][0]);
-      _mm512_storeu_ps(s + r * ld + (jb + 1) * kKeys, acc[r][1]);
-    }
+    store_two_blocks(acc, ld, jb, s);
   }
   if (jb < key_blocks) {
     __m512 acc[kRows];
@@ -90,10 +95,7 @@ LLM4DSR_AVX512_BF16 void scores_bf16(const uint16_t* const* q, const uint16_t* k
         acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qr, k1);
       }
     }
-    for (int64_t r = 0; r < kRows; ++r) {
-      _mm512_storeu_ps(s + r * ld + jb * kKeys, acc[r][0]);
-      _mm512_storeu_ps(s + r * ld + (jb + 1) * kKeys, acc[r][1]);
-    }
+    store_two_blocks(acc, ld, jb, s);
   }
   if (jb < key_blocks) {
     __m512 acc[kRows];
