@@ -13,7 +13,6 @@
 #include <torch/torch.h>
 
 #include "llm4dsr/error.h"
-#include "internal/fast_math.h"
 #include "internal/tensor_elements.h"
 #include "model/onednn_linear.h"
 #include "model/packed_linear.h"
