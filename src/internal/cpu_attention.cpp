@@ -375,10 +375,7 @@ bool cpu_attention_preferred(torch::ScalarType dtype) {
     static const bool yes = detail::cpu_has("avx512_bf16") && !detail::cpu_has("amx_bf16");
     return yes;
   }
-  if (dtype == torch::kFloat32) {
-    static const bool yes = detail::cpu_has("avx512_f") && !detail::intel_cpu();
-    return yes;
-  }
+  if (dtype == torch::kFloat32) return detail::non_intel_avx512_cpu();
   return false;
 }
 

@@ -115,12 +115,17 @@ bool intel_cpu() {
 #endif
 }
 
-bool onednn_fp32_preferred() {
+bool non_intel_avx512_cpu() {
 #if defined(__x86_64__) || defined(__i386__)
-  return !intel_cpu() && cpu_has("avx512_f") && at::globalContext().userEnabledMkldnn() && onednn_ops().present();
+  static const bool yes = !intel_cpu() && cpu_has("avx512_f");
+  return yes;
 #else
   return false;
 #endif
+}
+
+bool onednn_fp32_preferred() {
+  return non_intel_avx512_cpu() && at::globalContext().userEnabledMkldnn() && onednn_ops().present();
 }
 
 bool onednn_fp32_gemm() {

@@ -52,6 +52,11 @@ void mark_onednn_failed();
 // Whether this x86 CPU's vendor is Intel (false off x86).
 bool intel_cpu();
 
+// An x86 CPU with AVX-512 whose vendor is not Intel: there MKL, behind libtorch's fp32 GEMMs, runs its
+// AVX2 code. The fp32 products (onednn_fp32_preferred) and fp32 attention (internal/cpu_attention.h)
+// leave libtorch's path on such CPUs.
+bool non_intel_avx512_cpu();
+
 // residual2 + x2 W^T, or x2 W^T + bias (bias optional), on rows x2 [rows, in]: one oneDNN call, the
 // residual added on the accumulators. weight [out, in]: plain (any strides, e.g. a transposed view) or
 // reordered by ops.reorder. A fresh [rows, out] result (oneDNN's linear has no out= form).
