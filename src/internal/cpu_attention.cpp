@@ -239,9 +239,13 @@ Operand<Scalar> operand(const torch::Tensor& t) {
 // Scalar = float (fp32) or uint16_t (bf16 bits).
 template <typename Scalar>
 torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, const torch::Tensor& v_t,
-                        const torch::Tensor& mask_t, bool is_causal, double scale, torch::Tensor* log_sum_exp) {
+                        const torch::Tensor& mask_t, bool is_causal, double scale, torch::Tensor* log_sum_exp,
+                        const torch::Tensor& query_rows_t) {
   constexpr bool kBf16 = std::is_same_v<Scalar, uint16_t>;
-  const int64_t B = q_t.size(0), H = q_t.size(1), Tq = q_t.size(2), D = q_t.size(3);
+  // Packed queries: q's row of query (b, t) is query_rows[b][t] (-1: no query there), as is out's.
+  const int64_t* query_rows = query_rows_t.defined() ? query_rows_t.data_ptr<int64_t>() : nullptr;
+  const int64_t B = k_t.size(0), H = q_t.size(1), Tq = query_rows ? query_rows_t.size(1) : q_t.size(2), D = q_t.size(3);
+  const int64_t out_rows = query_rows ? q_t.size(2) : B * Tq;  // out is [out_rows, H, D]
   const int64_t KV = k_t.size(1), Tk = k_t.size(2), G = H / KV;
   const int64_t ld = round_up(Tk, kKeys);  // score row width, and the packed keys' row width
   const Operand<Scalar> q = operand<Scalar>(q_t), k = operand<Scalar>(k_t), v = operand<Scalar>(v_t);
@@ -281,7 +285,7 @@ torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, cons
     }
   });
 
-  torch::Tensor out = torch::empty({B, Tq, H, D}, q_t.options());
+  torch::Tensor out = torch::empty({out_rows, H, D}, q_t.options());
   Scalar* out_ptr = elements<Scalar>(out);
   float* lse_ptr = nullptr;
   if (log_sum_exp) {
@@ -299,8 +303,19 @@ torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, cons
       const int64_t rows = std::min(kRows, Tq - t0);
       const int64_t pair = b * KV + h / G;
       const Scalar* kt = packed_ptr + pair * (key_size + value_size);
+      // Each row's index into q and out, -1 for none (past Tq, or a packed batch's pad); a missing
+      // row computes scores from a present one's query and is not stored.
+      int64_t row_index[kRows];
+      int64_t present = -1;
+      for (int64_t r = 0; r < kRows; ++r) {
+        row_index[r] = r >= rows ? -1 : query_rows ? query_rows[b * Tq + t0 + r] : b * Tq + t0 + r;
+        if (row_index[r] >= 0 && present < 0) present = row_index[r];
+      }
+      if (present < 0) continue;
       const Scalar* q_rows[kRows];
-      for (int64_t r = 0; r < kRows; ++r) q_rows[r] = q.row(b, h, t0 + std::min(r, rows - 1));
+      for (int64_t r = 0; r < kRows; ++r)
+        q_rows[r] = query_rows ? q.row(0, h, row_index[r] >= 0 ? row_index[r] : present)
+                               : q.row(b, h, t0 + std::min(r, rows - 1));
       // Keys this block can see: up to its last row under causality.
       const int64_t n = is_causal ? std::min(Tk, t0 + rows) : Tk;
       const int64_t key_blocks = (n + kKeys - 1) / kKeys;
@@ -309,7 +324,7 @@ torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, cons
       float inverse[kRows] = {0.0f, 0.0f, 0.0f, 0.0f};
       for (int64_t r = 0; r < kRows; ++r) {
         float* s = scores.data() + r * ld;
-        if (r >= rows) {
+        if (row_index[r] < 0) {
           std::fill(s, s + round_up(n, kKeys), 0.0f);
         } else {
           const int64_t t = t0 + r;
@@ -342,23 +357,32 @@ torch::Tensor attention(const torch::Tensor& q_t, const torch::Tensor& k_t, cons
         }
         const int64_t width = nz * 16;
         for (int64_t r = 0; r < rows; ++r)
-          store_scaled(acc.data() + r * width, width, inverse[r], out_ptr + ((b * Tq + t0 + r) * H + h) * D + d0);
+          if (row_index[r] >= 0) store_scaled(acc.data() + r * width, width, inverse[r], out_ptr + (row_index[r] * H + h) * D + d0);
       }
     }
   });
-  return out.view({B, Tq, H * D});
+  return query_rows ? out.view({1, out_rows, H * D}) : out.view({B, Tq, H * D});
 }
 
 }  // namespace
 
 bool cpu_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                           const torch::Tensor& mask) {
+                           const torch::Tensor& mask, const torch::Tensor& query_rows) {
   const auto dtype = q.scalar_type();
   if (dtype != torch::kFloat32 && dtype != torch::kBFloat16) return false;
   for (const auto* t : {&q, &k, &v})
     if (!t->device().is_cpu() || t->scalar_type() != dtype || t->dim() != 4 || t->stride(3) != 1) return false;
-  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), KV = k.size(1), Tk = k.size(2);
-  if (k.sizes() != v.sizes() || k.size(0) != B || k.size(3) != D || KV == 0 || H % KV != 0 || Tq == 0 || Tk == 0 ||
+  const int64_t B = k.size(0), H = q.size(1), D = q.size(3), KV = k.size(1), Tk = k.size(2);
+  int64_t Tq = q.size(2);
+  if (query_rows.defined()) {
+    if (!query_rows.device().is_cpu() || query_rows.scalar_type() != torch::kInt64 || query_rows.dim() != 2 ||
+        query_rows.size(0) != B || !query_rows.is_contiguous() || q.size(0) != 1)
+      return false;
+    Tq = query_rows.size(1);
+  } else if (q.size(0) != B) {
+    return false;
+  }
+  if (k.sizes() != v.sizes() || k.size(3) != D || KV == 0 || H % KV != 0 || Tq == 0 || Tk == 0 ||
       D % 16 != 0 || D > kMaxHeadDim)
     return false;
   if (mask.defined() && (mask.scalar_type() != torch::kBool || mask.dim() != 4 || !mask.device().is_cpu() ||
@@ -380,15 +404,20 @@ bool cpu_attention_preferred(torch::ScalarType dtype) {
 }
 
 torch::Tensor cpu_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                            const torch::Tensor& mask, bool is_causal, double scale, torch::Tensor* log_sum_exp) {
-  LLM4DSR_CHECK(cpu_attention_applies(q, k, v, mask),
+                            const torch::Tensor& mask, bool is_causal, double scale, torch::Tensor* log_sum_exp,
+                            const torch::Tensor& query_rows) {
+  LLM4DSR_CHECK(cpu_attention_applies(q, k, v, mask, query_rows),
                 "cpu_attention: q " << q.sizes() << " " << q.scalar_type() << ", k " << k.sizes() << ", v " << v.sizes()
                                     << (mask.defined() ? ", a mask" : "")
-                                    << ": needs fp32 or bf16 CPU [B, H, Tq, D] and [B, KV, Tk, D], D a multiple of "
-                                       "16, a bool mask [B or 1, 1, Tq, Tk], and AVX-512");
+                                    << (query_rows.defined() ? ", query rows" : "")
+                                    << ": needs fp32 or bf16 CPU [B, H, Tq, D] (packed: [1, H, N, D] with int64 "
+                                       "query rows [B, Tq]) and [B, KV, Tk, D], D a multiple of 16, a bool mask "
+                                       "[B or 1, 1, Tq, Tk], and AVX-512");
+  LLM4DSR_CHECK(!(query_rows.defined() && log_sum_exp), "cpu_attention: no log-sum-exp for packed queries");
   torch::NoGradGuard no_grad;
-  if (q.scalar_type() == torch::kBFloat16) return attention<uint16_t>(q, k, v, mask, is_causal, scale, log_sum_exp);
-  return attention<float>(q, k, v, mask, is_causal, scale, log_sum_exp);
+  if (q.scalar_type() == torch::kBFloat16)
+    return attention<uint16_t>(q, k, v, mask, is_causal, scale, log_sum_exp, query_rows);
+  return attention<float>(q, k, v, mask, is_causal, scale, log_sum_exp, query_rows);
 }
 
 }  // namespace llm4dsr::internal

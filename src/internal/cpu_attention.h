@@ -19,9 +19,9 @@ namespace llm4dsr::internal {
 // Whether cpu_attention takes these operands: q [B, H, Tq, D], k and v [B, KV, Tk, D] on the CPU,
 // all fp32 or all bf16, innermost stride 1, H a multiple of KV, D a multiple of 16 (at most 512); mask
 // undefined or bool [B or 1, 1, Tq, Tk]; and this CPU has the instructions (AVX-512F, and AVX512-BF16
-// for bf16).
+// for bf16). Packed queries: q [1, H, N, D] and query_rows contiguous int64 [B, Tq] on the CPU.
 bool cpu_attention_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                           const torch::Tensor& mask);
+                           const torch::Tensor& mask, const torch::Tensor& query_rows = {});
 
 // Whether the model's inference attention should take cpu_attention on this machine for this dtype:
 // bf16 on AVX512-BF16 CPUs without AMX (with AMX, ATen's flash kernel runs on AMX tiles); fp32 on
@@ -33,8 +33,11 @@ bool cpu_attention_preferred(torch::ScalarType dtype);
 // keys j <= t (SDPA's top-left alignment). With log_sum_exp, also sets it to fp32 [B, H, Tq]:
 // log sum_j exp(q_t k_j * scale) over the visible keys (-inf for a row that sees none), what the
 // flash kernel returns for its backward. No gradient. Requires cpu_attention_applies.
+// query_rows (packed queries, a batch whose pads are not computed): when defined, q holds N query rows
+// [1, H, N, D] and query (b, t) is row query_rows[b][t] of q and of the result [1, N, H * D] (-1: a
+// pad, no query); each of the N rows must be named once. No log_sum_exp then.
 torch::Tensor cpu_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                             const torch::Tensor& mask, bool is_causal, double scale,
-                            torch::Tensor* log_sum_exp = nullptr);
+                            torch::Tensor* log_sum_exp = nullptr, const torch::Tensor& query_rows = {});
 
 }  // namespace llm4dsr::internal

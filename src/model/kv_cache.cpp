@@ -1,5 +1,9 @@
 #include "llm4dsr/model/kv_cache.h"
 
+#include <cstring>
+#include <vector>
+
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include "llm4dsr/error.h"
@@ -45,6 +49,55 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const tor
                                                               << " new positions exceed max_length " << max_length_);
   keys_[layer].narrow(2, length_, steps).copy_(key);
   values_[layer].narrow(2, length_, steps).copy_(value);
+  return {keys_[layer].narrow(2, 0, length_ + steps), values_[layer].narrow(2, 0, length_ + steps)};
+}
+
+std::pair<torch::Tensor, torch::Tensor> KVCache::append_packed(int64_t layer, const torch::Tensor& key,
+                                                               const torch::Tensor& value,
+                                                               const torch::Tensor& token_index, int64_t steps) {
+  check_layer(layer);
+  LLM4DSR_CHECK(length_ + steps <= max_length_, "KVCache: " << length_ << " cached + " << steps
+                                                              << " new positions exceed max_length " << max_length_);
+  const int64_t N = token_index.numel(), heads = keys_[layer].size(1), D = keys_[layer].size(3);
+  LLM4DSR_CHECK(key.dim() == 3 && key.size(0) == N && key.size(1) == heads && key.size(2) == D && key.sizes() == value.sizes(),
+                "KVCache: packed keys/values must be [" << N << ", " << heads << ", " << D << "], got " << key.sizes()
+                                                        << " and " << value.sizes());
+  const int64_t B = batch_size_;
+  for (auto [store, source] : {std::make_pair(&keys_[layer], &key), std::make_pair(&values_[layer], &value)}) {
+    auto slots = store->narrow(2, length_, steps);  // [B, H_kv, steps, D]
+    const auto src = source->to(store->scalar_type()).contiguous();
+    if (store->device().is_cpu()) {
+      // One pass over the new slots, a row copy per (token, head) and zeros at the pads (index_put_
+      // goes element by element, and zeroing all first writes everything twice).
+      const auto index_t = token_index.contiguous();
+      const auto* index = index_t.data_ptr<int64_t>();
+      std::vector<int64_t> row_of(static_cast<size_t>(B * steps), -1);
+      for (int64_t n = 0; n < N; ++n) {
+        LLM4DSR_CHECK(index[n] >= 0 && index[n] < B * steps,
+                      "KVCache: packed token index " << index[n] << " outside [0, " << B * steps << ")");
+        row_of[static_cast<size_t>(index[n])] = n;
+      }
+      const auto bytes = static_cast<size_t>(D * store->element_size());
+      const auto* from = static_cast<const char*>(src.data_ptr());
+      auto* to = static_cast<char*>(slots.data_ptr());
+      const int64_t s0 = slots.stride(0) * store->element_size(), s1 = slots.stride(1) * store->element_size(),
+                    s2 = slots.stride(2) * store->element_size();
+      at::parallel_for(0, B * steps, 64, [&](int64_t begin, int64_t end) {
+        for (int64_t f = begin; f < end; ++f) {
+          const int64_t n = row_of[static_cast<size_t>(f)];
+          for (int64_t h = 0; h < heads; ++h) {
+            char* slot = to + (f / steps) * s0 + h * s1 + (f % steps) * s2;
+            if (n >= 0) std::memcpy(slot, from + (n * heads + h) * static_cast<int64_t>(bytes), bytes);
+            else std::memset(slot, 0, bytes);
+          }
+        }
+      });
+    } else {
+      slots.zero_();
+      const auto index = token_index.to(store->device());
+      slots.index_put_({index.div(steps, "floor"), torch::indexing::Slice(), index.remainder(steps)}, src);
+    }
+  }
   return {keys_[layer].narrow(2, 0, length_ + steps), values_[layer].narrow(2, 0, length_ + steps)};
 }
 

@@ -29,6 +29,27 @@ torch::Tensor select_positions(const torch::Tensor& x, const torch::Tensor& pos)
   return x.gather(1, pos.unsqueeze(-1).expand({x.size(0), pos.size(1), x.size(2)}));
 }
 
+// Packed inference (AttentionContext::token_index): the real tokens' rows of x [B, T, ...] as [1, N, ...].
+torch::Tensor pack_tokens(const torch::Tensor& x, const torch::Tensor& token_index) {
+  auto sizes = x.sizes().vec();
+  sizes.erase(sizes.begin());
+  sizes[0] = x.size(0) * x.size(1);
+  return x.reshape(sizes).index_select(0, token_index).unsqueeze(0);
+}
+
+// The inverse: x [1, N, ...] at the real tokens of a zero [B, T, ...] tensor. Zeros, not uninitialised
+// memory, at the pads: their keys and values pass through attention's masked products.
+torch::Tensor unpack_tokens(const torch::Tensor& x, const torch::Tensor& token_index, int64_t B, int64_t T) {
+  auto sizes = x.sizes().vec();
+  sizes[0] = B * T;
+  sizes.erase(sizes.begin() + 1);
+  auto out = torch::zeros(sizes, x.options());
+  out.index_copy_(0, token_index, x.squeeze(0));
+  sizes[0] = T;
+  sizes.insert(sizes.begin(), B);
+  return out.view(sizes);
+}
+
 // x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1], for x [B, T, heads, D] (any strides
 // with a unit inner one) and cos/sin [B, T, 1, D] whose two halves are equal (HF's cat(freqs, freqs)).
 // One product and two half-width multiply-adds into a fresh contiguous [B, T, heads, D] tensor,
@@ -202,13 +223,16 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const Attentio
 }
 
 torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const AttentionContext& ctx) {
-  const int64_t B = x.size(0), T = x.size(1);
+  const bool packed = ctx.token_index.defined();
+  LLM4DSR_CHECK(!packed || !at::GradMode::is_enabled(), "LlamaAttention: packed tokens are for inference only");
+  const int64_t B = packed ? ctx.batch_size : x.size(0), T = packed ? ctx.width : x.size(1);
   // RoPE is applied in the projections' own [B, T, heads, D] layout and heads are moved by strides
   // only: SDPA reads strided inputs, and its CPU kernel writes [B, T, heads, D], so the output needs
-  // no copy either.
-  auto q = q_proj(x).view({B, T, num_heads_, head_dim_});
-  auto k = k_proj(x).view({B, T, num_kv_heads_, head_dim_});
-  auto v = v_proj(x).view({B, T, num_kv_heads_, head_dim_});
+  // no copy either. Packed, the projections and RoPE run on [1, N, ...] and q, k, v are then spread
+  // over the padded layout, which attention and the cache use.
+  auto q = q_proj(x).view({x.size(0), x.size(1), num_heads_, head_dim_});
+  auto k = k_proj(x).view({x.size(0), x.size(1), num_kv_heads_, head_dim_});
+  auto v = v_proj(x).view({x.size(0), x.size(1), num_kv_heads_, head_dim_});
   // The CPU flash-attention backward has no fast bf16/fp16 kernel (about 2.5x slower than in fp32 at
   // T = 128). When a gradient is recorded, bf16 causal attention without a cache or mask (training's
   // case) takes internal::bf16_causal_attention (bf16 flash forward, backward by bf16 GEMMs); other
@@ -233,6 +257,26 @@ torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const Attention
     q = apply_rotary(q, cos, sin);
     k = apply_rotary(k, cos, sin);
   }
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  if (packed) {
+    // Keys and values into the padded layout (the cache's own when there is one, zeros at the pads);
+    // cpu_attention reads the packed queries and writes packed rows, anything else gets them padded.
+    if (ctx.cache) {
+      std::tie(k, v) = ctx.cache->append_packed(layer_index_, k.squeeze(0), v.squeeze(0), ctx.token_index, T);
+    } else {
+      k = unpack_tokens(k, ctx.token_index, B, T).transpose(1, 2);
+      v = unpack_tokens(v, ctx.token_index, B, T).transpose(1, 2);
+    }
+    if (T >= 4 && internal::cpu_attention_preferred(dtype) &&
+        internal::cpu_attention_applies(q.transpose(1, 2), k, v, ctx.mask, ctx.query_rows))
+      return internal::cpu_attention(q.transpose(1, 2), k, v, ctx.mask, ctx.is_causal, scale, nullptr, ctx.query_rows);
+    q = unpack_tokens(q, ctx.token_index, B, T);
+    std::optional<torch::Tensor> mask;
+    if (ctx.mask.defined()) mask = ctx.mask;
+    auto out = at::scaled_dot_product_attention(q.transpose(1, 2), k, v, mask, 0.0, ctx.is_causal, scale,
+                                                /*enable_gqa=*/num_kv_heads_ != num_heads_);
+    return pack_tokens(out.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}), ctx.token_index);
+  }
   q = q.transpose(1, 2);
   k = k.transpose(1, 2);
   v = v.transpose(1, 2);
@@ -242,7 +286,6 @@ torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const Attention
     k = k.to(torch::kFloat32);
     v = v.to(torch::kFloat32);
   }
-  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   if (bf16_training_attention && internal::bf16_causal_attention_applies(q, k, v))
     return internal::bf16_causal_attention(q, k, v, scale).transpose(1, 2).reshape({B, T, num_heads_ * head_dim_});
   // Without gradients, on AVX-512 CPUs where ATen's flash kernel is the slow path (see
@@ -404,8 +447,8 @@ torch::Tensor LlamaModelImpl::forward_hidden_impl(const torch::Tensor& input_ids
   const int64_t S = past + T;
 
   torch::Tensor full_mask;  // [B, S] int64 or undefined (= all ones)
+  torch::Tensor new_mask;   // [B, T]: the new tokens' part
   if (cache) {
-    torch::Tensor new_mask;
     if (!attention_mask.defined()) new_mask = torch::ones({B, T}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
     else if (attention_mask.size(-1) == T) new_mask = attention_mask;
     else if (attention_mask.size(-1) == S) new_mask = attention_mask.narrow(1, past, T);
@@ -418,6 +461,7 @@ torch::Tensor LlamaModelImpl::forward_hidden_impl(const torch::Tensor& input_ids
     LLM4DSR_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == B && attention_mask.size(1) == T,
                   "LlamaModel: attention_mask must be [" << B << ", " << T << "] like input_ids, got " << attention_mask.sizes());
     full_mask = attention_mask.to(device_, torch::kInt64);
+    new_mask = full_mask;
   }
   const bool has_pads = full_mask.defined() && (full_mask == 0).any().item<bool>();
 
@@ -439,7 +483,9 @@ torch::Tensor LlamaModelImpl::forward_hidden_impl(const torch::Tensor& input_ids
     // produce NaN (its output is never used: no real token attends to a pad).
     ctx.mask = allowed.logical_or(allowed.any(-1, /*keepdim=*/true).logical_not());
   }
-  return run_layers(input_ids, position_ids, std::move(ctx), keep_positions);
+  // A decoded token (T = 1) is never a pad: no packing to consider.
+  return run_layers(input_ids, position_ids, std::move(ctx), keep_positions,
+                    has_pads && T > 1 ? new_mask : torch::Tensor());
 }
 
 torch::Tensor LlamaModelImpl::forward_hidden_packed(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
@@ -467,27 +513,59 @@ torch::Tensor LlamaModelImpl::forward_hidden_packed(const torch::Tensor& input_i
   AttentionContext ctx;
   ctx.cache = cache;
   ctx.mask = allowed.to(device_);
-  return run_layers(input_ids, position_ids.to(device_), std::move(ctx));
+  return run_layers(input_ids, position_ids.to(device_), std::move(ctx), torch::Tensor(), token_mask);
 }
 
 torch::Tensor LlamaModelImpl::run_layers(const torch::Tensor& input_ids, const torch::Tensor& position_ids,
-                                         AttentionContext ctx, const torch::Tensor& keep_positions) {
+                                         AttentionContext ctx, const torch::Tensor& keep_positions,
+                                         const torch::Tensor& token_mask) {
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  torch::Tensor ids = input_ids.to(device_), positions = position_ids, keep = keep_positions;
+  // Packed when pads would otherwise be computed (left padding in scoring and generation wastes 4-10%
+  // of a micro-batch's products) and every kept position is a real token.
+  if (token_mask.defined() && !at::GradMode::is_enabled()) {
+    const torch::Tensor index = (token_mask.to(device_).reshape({-1}) != 0).nonzero().squeeze(1);
+    const int64_t N = index.size(0);
+    if (N > 0 && N < B * T) {
+      // Each (b, t)'s packed row, -1 at pads.
+      auto packed_row = torch::full({B * T}, -1, index.options());
+      packed_row.index_copy_(0, index, torch::arange(N, index.options()));
+      torch::Tensor packed_keep;  // keep ([K] or [B, K] in [0, T)) as packed rows, [B * K]
+      if (keep.defined()) {
+        auto rows = torch::arange(B, index.options()).unsqueeze(1) * T;
+        packed_keep = packed_row.index_select(0, (rows + (keep.dim() == 1 ? keep.unsqueeze(0) : keep)).reshape({-1}));
+      }
+      if (!packed_keep.defined() || packed_keep.min().item<int64_t>() >= 0) {
+        ctx.token_index = index;
+        ctx.query_rows = packed_row.view({B, T});
+        ctx.batch_size = B;
+        ctx.width = T;
+        ids = ids.reshape({-1}).index_select(0, index).unsqueeze(0);
+        positions = positions.reshape({-1}).index_select(0, index).unsqueeze(0);
+        keep = packed_keep;
+      }
+    }
+  }
+
   torch::Tensor freq = inv_freq_;
   if (config_.rope_scaling.rope_type == "dynamic") {
-    const int64_t seq_len = position_ids.max().item<int64_t>() + 1;
+    const int64_t seq_len = positions.max().item<int64_t>() + 1;
     if (seq_len > config_.max_position_embeddings) freq = inv_freq(seq_len).to(device_);
   }
-  auto freqs = position_ids.unsqueeze(-1).to(torch::kFloat32) * freq;
+  auto freqs = positions.unsqueeze(-1).to(torch::kFloat32) * freq;
   auto emb = torch::cat({freqs, freqs}, -1);
   ctx.cos = emb.cos().to(dtype_);
   ctx.sin = emb.sin().to(dtype_);
 
-  auto h = embed_tokens(input_ids.to(device_));
+  auto h = embed_tokens(ids);
   for (size_t i = 0; i < layer_list_.size(); ++i)
-    h = layer_list_[i]->forward(h, ctx, i + 1 == layer_list_.size() ? keep_positions : torch::Tensor());
-  if (layer_list_.empty() && keep_positions.defined()) h = select_positions(h, keep_positions);
-  if (ctx.cache) ctx.cache->advance(input_ids.size(1));
-  return norm(h);
+    h = layer_list_[i]->forward(h, ctx, i + 1 == layer_list_.size() ? keep : torch::Tensor());
+  if (layer_list_.empty() && keep.defined()) h = select_positions(h, keep);
+  if (ctx.cache) ctx.cache->advance(T);
+  h = norm(h);
+  if (!ctx.token_index.defined()) return h;
+  if (keep.defined()) return h.view({B, keep.numel() / B, h.size(-1)});  // [1, B * K, H] -> [B, K, H]
+  return unpack_tokens(h, ctx.token_index, B, T);
 }
 
 torch::Tensor LlamaModelImpl::checked_positions(const torch::Tensor& positions, int64_t B, int64_t T,

@@ -165,6 +165,45 @@ TEST_CASE("cpu attention: a query that may see no key gives zeros", "[cpu_attent
   }
 }
 
+TEST_CASE("cpu attention: packed queries give the padded call's rows", "[cpu_attention]") {
+  for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    if (!kernel_available(dtype)) continue;
+    DYNAMIC_SECTION(dtype) {
+      const int64_t B = 3, H = 6, KV = 2, Tq = 9, Tk = 30, D = 32;
+      const auto o = make_operands(B, H, KV, Tq, Tk, D, dtype);
+      const torch::Tensor mask = padded_mask(B, Tq, Tk, {0, 25, 27});  // rows with 9, 5 and 3 real queries
+      const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+      const torch::Tensor want = cpu_attention(o.q, o.k, o.v, mask, false, scale);
+      // The real queries in a shuffled order (the map, not the layout, says which row is which); the
+      // pads have no row.
+      torch::Tensor real = torch::ones({B, Tq}, torch::kBool);
+      real[1].narrow(0, 0, 4).fill_(false);
+      real[2].narrow(0, 0, 6).fill_(false);
+      const torch::Tensor flat = real.reshape({-1}).nonzero().squeeze(1);
+      const int64_t N = flat.size(0);
+      const torch::Tensor order = torch::randperm(N, torch::kInt64);
+      const torch::Tensor token_index = flat.index_select(0, order);  // packed row n holds query token_index[n]
+      torch::Tensor query_rows = torch::full({B * Tq}, -1, torch::kInt64);
+      query_rows.index_copy_(0, token_index, torch::arange(N, torch::kInt64));
+      query_rows = query_rows.view({B, Tq});
+      // q packed as the model holds it: [1, N, H, D] seen as [1, H, N, D].
+      const torch::Tensor q_packed =
+          o.q.transpose(1, 2).reshape({B * Tq, H, D}).index_select(0, token_index).unsqueeze(0).transpose(1, 2);
+      REQUIRE(cpu_attention_applies(q_packed, o.k, o.v, mask, query_rows));
+      const torch::Tensor got = cpu_attention(q_packed, o.k, o.v, mask, false, scale, nullptr, query_rows);
+      REQUIRE(got.sizes() == torch::IntArrayRef({1, N, H * D}));
+      CHECK(torch::equal(got[0], want.reshape({B * Tq, H * D}).index_select(0, token_index)));
+      torch::Tensor lse;
+      CHECK_THROWS_WITH(cpu_attention(q_packed, o.k, o.v, mask, false, scale, &lse, query_rows),
+                        Catch::Contains("no log-sum-exp for packed queries"));
+      CHECK(!cpu_attention_applies(q_packed, o.k, o.v, mask, query_rows.to(torch::kInt32)));
+      CHECK(!cpu_attention_applies(q_packed, o.k, o.v, mask, query_rows.narrow(0, 0, 2)));  // not one row per sequence
+      CHECK(!cpu_attention_applies(q_packed, o.k, o.v, mask, query_rows.narrow(1, 0, 8).contiguous()));  // not the mask's Tq
+      CHECK(!cpu_attention_applies(o.q, o.k, o.v, mask, query_rows));                      // q not packed
+    }
+  }
+}
+
 TEST_CASE("cpu attention: which inputs it takes", "[cpu_attention]") {
   if (!kernel_available(torch::kFloat32)) {
     WARN("no AVX-512 on this CPU: cpu_attention never applies");

@@ -512,6 +512,78 @@ TEST_CASE("packed forward: continuations packed after a cached prefix equal thei
                     Catch::Contains("position_ids must be int64 [2, 5]"));
 }
 
+TEST_CASE("packed inference: pads are not computed, and real tokens get what their rows alone give", "[model]") {
+  torch::NoGradGuard no_grad;
+  // float32 takes cpu_attention's packed queries where this CPU prefers that kernel (SDPA on padded
+  // copies elsewhere); float64 always takes SDPA.
+  for (const auto dtype : {torch::kFloat32, torch::kFloat64}) {
+    DYNAMIC_SECTION(dtype) {
+      LlamaModel model(tiny_config(), torch::kCPU, dtype, /*seed=*/11);
+      const double tol = dtype == torch::kFloat32 ? 1e-5 : 1e-10;
+      const int64_t B = 3, T = 7;
+      const std::vector<int64_t> pads = {0, 2, 6};  // rows of 7, 5 and 1 tokens
+      auto ids = torch::randint(1, model->config().vocab_size, {B, T + 2}, torch::kInt64);
+      auto mask = torch::ones({B, T}, torch::kInt64);
+      for (int64_t b = 0; b < B; ++b) {
+        mask[b].narrow(0, 0, pads[b]).zero_();
+        ids[b].narrow(0, 0, pads[b]).zero_();
+      }
+      const auto prompt = ids.narrow(1, 0, T);
+      const auto hidden = model->forward_hidden(prompt, mask);
+      KVCache cache = model->make_cache(B, T + 2);
+      const auto last = model(prompt, mask, &cache, torch::tensor({-1}, torch::kInt64));
+      // Two decoded tokens after the prompt.
+      const auto step1 = model(ids.narrow(1, T, 1), torch::ones({B, 1}, torch::kInt64), &cache);
+      const auto step2 = model(ids.narrow(1, T + 1, 1), torch::ones({B, 1}, torch::kInt64), &cache);
+      for (int64_t b = 0; b < B; ++b) {
+        INFO("row " << b);
+        const int64_t n = T - pads[b];
+        const auto alone = ids[b].narrow(0, pads[b], n + 2).unsqueeze(0);
+        CHECK(max_diff(hidden[b].narrow(0, pads[b], n), model->forward_hidden(alone.narrow(1, 0, n))[0]) < tol);
+        const auto logits = model(alone)[0];
+        CHECK(max_diff(last[b][0], logits[n - 1]) < tol);
+        CHECK(max_diff(step1[b][0], logits[n]) < tol);
+        CHECK(max_diff(step2[b][0], logits[n + 1]) < tol);
+        if (pads[b] == 0) continue;
+        // Pads: zeros in the result and in the cache, never a computed value.
+        CHECK(hidden[b].narrow(0, 0, pads[b]).abs().max().item<double>() == 0.0);
+        for (int64_t l = 0; l < model->config().num_hidden_layers; ++l) {
+          CHECK(cache.keys(l)[b].narrow(1, 0, pads[b]).abs().max().item<double>() == 0.0);
+          CHECK(cache.values(l)[b].narrow(1, 0, pads[b]).abs().max().item<double>() == 0.0);
+        }
+      }
+      // A position read at a pad is served by the padded layout (no packing): still right where real.
+      const auto at_pad = model(prompt, mask, nullptr, torch::tensor({0, 6}, torch::kInt64));
+      CHECK(max_diff(at_pad[2][1], last[2][0]) < tol);
+    }
+  }
+}
+
+TEST_CASE("KVCache::append_packed writes what append writes for the padded batch, zeros at the pads", "[model]") {
+  const ModelConfig config = tiny_config();
+  const int64_t B = 2, T = 5, KV = config.num_key_value_heads, D = config.head_dim;
+  KVCache packed = llm4dsr::KVCache(config, B, 8, torch::kFloat32, torch::kCPU);
+  KVCache padded = llm4dsr::KVCache(config, B, 8, torch::kFloat32, torch::kCPU);
+  // Stale values where the new positions go (a cache reused after reserve()): the pads must not keep them.
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) packed.append(l, torch::randn({B, KV, 8, D}), torch::randn({B, KV, 8, D}));
+  const auto index = torch::tensor({0, 1, 2, 3, 4, 8, 9}, torch::kInt64);  // row 1: 3 pads, then 2 tokens
+  const auto key = torch::randn({7, KV, D}), value = torch::randn({7, KV, D});
+  auto padded_key = torch::zeros({B * T, KV, D}), padded_value = torch::zeros({B * T, KV, D});
+  padded_key.index_copy_(0, index, key);
+  padded_value.index_copy_(0, index, value);
+  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
+    auto [k, v] = packed.append_packed(l, key, value, index, T);
+    auto [k_want, v_want] = padded.append(l, padded_key.view({B, T, KV, D}).transpose(1, 2),
+                                          padded_value.view({B, T, KV, D}).transpose(1, 2));
+    CHECK(torch::equal(k, k_want));
+    CHECK(torch::equal(v, v_want));
+  }
+  CHECK_THROWS_WITH(packed.append_packed(0, key, value, torch::tensor({0, 1, 2, 3, 4, 8, 10}, torch::kInt64), T),
+                    Catch::Contains("packed token index 10 outside [0, 10)"));
+  CHECK_THROWS_WITH(packed.append_packed(0, key.narrow(0, 0, 6), value, index, T),
+                    Catch::Contains("packed keys/values must be"));
+}
+
 TEST_CASE("rope scaling: linear equals positions divided by the factor", "[model]") {
   torch::NoGradGuard no_grad;
   ModelConfig c = tiny_config();

@@ -38,6 +38,11 @@ class KVCache {
   // and returns views of all cached keys and values [B, H_kv, length+steps, D]. The length itself only
   // advances on advance(), after every layer has appended.
   std::pair<torch::Tensor, torch::Tensor> append(int64_t layer, const torch::Tensor& key, const torch::Tensor& value);
+  // append for a batch whose pads were not computed: key/value [N, H_kv, D] are the new positions
+  // with flat index b * steps + t given by token_index (int64 [N]); every other new slot is zeroed.
+  std::pair<torch::Tensor, torch::Tensor> append_packed(int64_t layer, const torch::Tensor& key,
+                                                        const torch::Tensor& value, const torch::Tensor& token_index,
+                                                        int64_t steps);
   // Records the new positions' mask ([B, steps], 1 = token, 0 = pad) and returns the mask of every
   // position [B, length+steps] (int64). Called once per forward, before the layers.
   torch::Tensor append_mask(const torch::Tensor& new_mask);

@@ -4,9 +4,12 @@
 //
 // Batches are left-padded for scoring and generation: attention_mask marks tokens (1) and pads (0),
 // and position ids follow HF (cumsum(mask) - 1, 0 at pads), so a padded row gives the same values at
-// its tokens as the row alone. A KVCache makes decoding incremental with results equal to a full
-// forward. Module and parameter names equal HF's without the leading "model." (lm_head keeps its
-// name), so checkpoints map one to one (see io/hf_checkpoint.h).
+// its tokens as the row alone. Without recorded gradients the pads are not computed at all (the
+// projections and the MLP run on the real tokens only; see LlamaModelImpl::run_layers) and their
+// positions in the hidden states and logits hold zeros, unless logits are asked for at a pad. A
+// KVCache makes decoding incremental with results equal to a full forward. Module and parameter
+// names equal HF's without the leading "model." (lm_head keeps its name), so checkpoints map one to
+// one (see io/hf_checkpoint.h).
 #pragma once
 
 #include <cstdint>
@@ -44,6 +47,13 @@ struct AttentionContext {
   torch::Tensor mask;      // [B, 1, T, S] bool (true = attend) or undefined
   bool is_causal = false;  // no mask needed beyond causality (no pads, no cache)
   KVCache* cache = nullptr;
+  // Packed inference: when defined, the layers' activations are [1, N, ...], only the batch's N real
+  // tokens in row-major order, and token_index (int64 [N]) holds each one's flat index b * T + t in
+  // the [batch_size, width] batch, and query_rows (int64 [batch_size, width]) the inverse: each
+  // position's packed row, -1 at pads. Attention alone sees the padded layout (cos/sin are then
+  // [1, N, head_dim]; mask and cache as above).
+  torch::Tensor token_index, query_rows;
+  int64_t batch_size = 0, width = 0;
 };
 
 class LlamaAttentionImpl : public torch::nn::Module {
@@ -169,8 +179,11 @@ class LlamaModelImpl : public torch::nn::Module {
   torch::Tensor inv_freq(int64_t seq_len) const;
   // Embedding, layers (RoPE at position_ids, ctx's mask and cache), final norm; advances the cache.
   // keep_positions: as LlamaDecoderLayerImpl::forward's, applied at the last layer.
+  // Without recorded gradients, a batch with pads among its new tokens (token_mask: [B, T], 0 = pad) runs
+  // packed (AttentionContext::token_index): the projections, norms and MLP see its real tokens only,
+  // and pad positions of the result hold zeros.
   torch::Tensor run_layers(const torch::Tensor& input_ids, const torch::Tensor& position_ids, AttentionContext ctx,
-                           const torch::Tensor& keep_positions = {});
+                           const torch::Tensor& keep_positions = {}, const torch::Tensor& token_mask = {});
   torch::Tensor forward_hidden_impl(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache,
                                     const torch::Tensor& keep_positions);
   // Error unless input_ids is int64 [B > 0, T > 0] and the cache (if any) was made for B rows and this model.
