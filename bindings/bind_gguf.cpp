@@ -57,7 +57,7 @@ py::object to_python(const GGUFValue& v) {
 std::string name_arg(const py::handle& obj) {
   if (PyBytes_Check(obj.ptr())) return obj.cast<std::string>();
   if (!PyUnicode_Check(obj.ptr()))
-    throw py::type_error("expected str or bytes, got " + std::string(py::str(obj.get_type().attr("__name__"))));
+    throw py::type_error("expected str or bytes, got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
   PyObject* bytes = PyUnicode_AsEncodedString(obj.ptr(), "utf-8", "surrogateescape");
   if (!bytes) throw py::error_already_set();
   return py::reinterpret_steal<py::bytes>(bytes).cast<std::string>();

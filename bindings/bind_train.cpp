@@ -31,7 +31,7 @@ std::vector<TrainingExample> to_examples(const py::iterable& items) {
       out.push_back({int64_vector(item.attr("input_ids"), "input_ids"), int64_vector(item.attr("labels"), "labels")});
     } else {
       LLM4DSR_THROW("example " << index << " must be a TrainingExample, a dict or an (input_ids, labels) pair, got "
-                               << std::string(py::str(item.get_type().attr("__name__"))));
+                               << std::string(py::str(py::type::of(item).attr("__name__"))));
     }
     ++index;
   }

@@ -130,6 +130,9 @@ def test_float_types_bit_exact(tmp_path):
     f = llm4dsr.GGUFFile(str(path))
     assert f.tensor_info("bf16").type == "BF16"
     assert f.tensor_info("bf16").shape == (256, 256)
+    assert f.tensor_info(b"bf16").shape == (256, 256)  # names as bytes too
+    with pytest.raises(TypeError, match="expected str or bytes, got int"):
+        f.tensor_info(3)
     assert_bit_equal(f.dequantize("f32"), f32, "f32 round trip")
 
 
