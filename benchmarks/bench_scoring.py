@@ -101,7 +101,7 @@ from bench_common import MatmulReference, matmul_params, memory_mb  # noqa: E402
 MODEL = "smollm2-135m-instruct"
 MODES = ["first-token", "exact"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-DEFAULT_MICRO_BATCH = 16  # UncertaintyScorer's default
+DEFAULT_MICRO_BATCH = 32  # UncertaintyScorer's default
 TARGET = 3.0
 
 

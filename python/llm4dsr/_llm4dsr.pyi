@@ -1155,7 +1155,7 @@ class UncertaintyScorer:
     share_prefix: run the prompt head every sequence shares (BOS, chat header, the template's opening
     words) once per chunk and continue each micro-batch from its keys/values; the scores are unchanged.
     """
-    def __init__(self, model: LlamaModel, tokenizer: Tokenizer, template: typing.Any = 'llm4dsr-paper', chat_format: typing.Any = 'none', mode: str = 'first-token', first_token_context: str = 'in-context', micro_batch_size: typing.SupportsInt | typing.SupportsIndex = 16, max_prompt_tokens: typing.SupportsInt | typing.SupportsIndex = 512, include_closing_delimiter: bool = False, chunk_size: typing.SupportsInt | typing.SupportsIndex = 1024, share_prefix: bool = True) -> None:
+    def __init__(self, model: LlamaModel, tokenizer: Tokenizer, template: typing.Any = 'llm4dsr-paper', chat_format: typing.Any = 'none', mode: str = 'first-token', first_token_context: str = 'in-context', micro_batch_size: typing.SupportsInt | typing.SupportsIndex = 32, max_prompt_tokens: typing.SupportsInt | typing.SupportsIndex = 512, include_closing_delimiter: bool = False, chunk_size: typing.SupportsInt | typing.SupportsIndex = 1024, share_prefix: bool = True) -> None:
         ...
     def __repr__(self) -> str:
         ...

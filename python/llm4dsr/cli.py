@@ -355,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--eta", type=float, default=None, help="absolute eta (overrides --quantile)")
         p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
         p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (bf16 with --dtype bfloat16 on either)")
-        p.add_argument("--micro-batch-size", type=int, default=16)
+        p.add_argument("--micro-batch-size", type=int, default=None,
+                       help="sequences per forward (default: the scorer's 32, the generator's 16)")
         p.add_argument("--chunk-size", type=int, default=64, help="sequences per resumable chunk")
 
     p = sub.add_parser("score", help="P_noise of every item of the chosen splits (JSON lines)")

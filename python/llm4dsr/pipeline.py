@@ -230,19 +230,19 @@ def detection_summary(unit: Unit, scores: list, reports: list, seed: int = 0,
 
 def build_denoiser(model_path: str, catalog, device: str = "cpu", dtype: str = "float32", mode: str = "first-token",
                    policy: str = "llm4dsr", budget: int = 1, constrained: bool = True, decoding: str = "greedy",
-                   num_beams: int = 4, micro_batch_size: int = 16, seed: int = 0):
+                   num_beams: int = 4, micro_batch_size: Optional[int] = None, seed: int = 0):
     pretrained = llm4dsr.load_pretrained(model_path, device=device, dtype=dtype)
     card = pretrained.card
     common = dict(template=card.prompt_template, chat_format=card.chat_format, max_prompt_tokens=card.max_prompt_tokens)
+    if micro_batch_size is not None:  # else each class's own default (scorer 32, generator 16)
+        common["micro_batch_size"] = micro_batch_size
     scorer = None
     if policy != "without-uncertainty":
-        scorer = llm4dsr.UncertaintyScorer(pretrained.model, pretrained.tokenizer, mode=mode,
-                                           micro_batch_size=micro_batch_size, **common)
+        scorer = llm4dsr.UncertaintyScorer(pretrained.model, pretrained.tokenizer, mode=mode, **common)
     generator = grounder = embedder = None
     if policy in ("llm4dsr", "without-uncertainty"):
         generator = llm4dsr.Generator(pretrained.model, pretrained.tokenizer, catalog, decoding=decoding,
-                                      num_beams=num_beams, constrained=constrained,
-                                      micro_batch_size=micro_batch_size, **common)
+                                      num_beams=num_beams, constrained=constrained, **common)
         if not constrained:
             embedder = llm4dsr.Embedder(pretrained.model, pretrained.tokenizer)
             grounder = llm4dsr.Grounder.from_catalog(catalog, embedder=embedder)
