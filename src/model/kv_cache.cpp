@@ -63,20 +63,25 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append_packed(int64_t layer, co
                 "KVCache: packed keys/values must be [" << N << ", " << heads << ", " << D << "], got " << key.sizes()
                                                         << " and " << value.sizes());
   const int64_t B = batch_size_;
+  const bool cpu = keys_[layer].device().is_cpu();
+  // CPU: one pass over the new slots, a row copy per (token, head) and zeros at the pads (index_put_
+  // goes element by element, and zeroing all first writes everything twice). row_of: each slot's
+  // packed token, -1 at pads.
+  std::vector<int64_t> row_of;
+  if (cpu) {
+    const auto index_t = token_index.to(torch::kCPU).contiguous();
+    const auto* index = index_t.data_ptr<int64_t>();
+    row_of.assign(static_cast<size_t>(B * steps), -1);
+    for (int64_t n = 0; n < N; ++n) {
+      LLM4DSR_CHECK(index[n] >= 0 && index[n] < B * steps,
+                    "KVCache: packed token index " << index[n] << " outside [0, " << B * steps << ")");
+      row_of[static_cast<size_t>(index[n])] = n;
+    }
+  }
   for (auto [store, source] : {std::make_pair(&keys_[layer], &key), std::make_pair(&values_[layer], &value)}) {
     auto slots = store->narrow(2, length_, steps);  // [B, H_kv, steps, D]
     const auto src = source->to(store->scalar_type()).contiguous();
-    if (store->device().is_cpu()) {
-      // One pass over the new slots, a row copy per (token, head) and zeros at the pads (index_put_
-      // goes element by element, and zeroing all first writes everything twice).
-      const auto index_t = token_index.contiguous();
-      const auto* index = index_t.data_ptr<int64_t>();
-      std::vector<int64_t> row_of(static_cast<size_t>(B * steps), -1);
-      for (int64_t n = 0; n < N; ++n) {
-        LLM4DSR_CHECK(index[n] >= 0 && index[n] < B * steps,
-                      "KVCache: packed token index " << index[n] << " outside [0, " << B * steps << ")");
-        row_of[static_cast<size_t>(index[n])] = n;
-      }
+    if (cpu) {
       const auto bytes = static_cast<size_t>(D * store->element_size());
       const auto* from = static_cast<const char*>(src.data_ptr());
       auto* to = static_cast<char*>(slots.data_ptr());
