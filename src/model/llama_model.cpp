@@ -270,17 +270,13 @@ torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const Attention
     if (T >= 4 && internal::cpu_attention_preferred(dtype) &&
         internal::cpu_attention_applies(q.transpose(1, 2), k, v, ctx.mask, ctx.query_rows))
       return internal::cpu_attention(q.transpose(1, 2), k, v, ctx.mask, ctx.is_causal, scale, nullptr, ctx.query_rows);
-    q = unpack_tokens(q, ctx.token_index, B, T);
-    std::optional<torch::Tensor> mask;
-    if (ctx.mask.defined()) mask = ctx.mask;
-    auto out = at::scaled_dot_product_attention(q.transpose(1, 2), k, v, mask, 0.0, ctx.is_causal, scale,
-                                                /*enable_gqa=*/num_kv_heads_ != num_heads_);
-    return pack_tokens(out.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_}), ctx.token_index);
+    q = unpack_tokens(q, ctx.token_index, B, T).transpose(1, 2);
+  } else {
+    q = q.transpose(1, 2);
+    k = k.transpose(1, 2);
+    v = v.transpose(1, 2);
+    if (ctx.cache) std::tie(k, v) = ctx.cache->append(layer_index_, k, v);
   }
-  q = q.transpose(1, 2);
-  k = k.transpose(1, 2);
-  v = v.transpose(1, 2);
-  if (ctx.cache) std::tie(k, v) = ctx.cache->append(layer_index_, k, v);
   if (upcast) {
     q = q.to(torch::kFloat32);
     k = k.to(torch::kFloat32);
@@ -288,20 +284,24 @@ torch::Tensor LlamaAttentionImpl::attend(const torch::Tensor& x, const Attention
   }
   if (bf16_training_attention && internal::bf16_causal_attention_applies(q, k, v))
     return internal::bf16_causal_attention(q, k, v, scale).transpose(1, 2).reshape({B, T, num_heads_ * head_dim_});
+  torch::Tensor out;  // [B, T, heads * D]
   // Without gradients, on AVX-512 CPUs where ATen's flash kernel is the slow path (see
   // internal/cpu_attention.h); from 4 query rows (a decoded token's one row would waste the kernel's
   // block of 4, and packing the cache's keys would cost as much as the attention itself).
   if (!grad && T >= 4 && internal::cpu_attention_preferred(dtype) &&
-      internal::cpu_attention_applies(q, k, v, ctx.mask))
-    return internal::cpu_attention(q, k, v, ctx.mask, ctx.is_causal && T > 1, scale);
-  std::optional<torch::Tensor> mask;
-  if (ctx.mask.defined()) mask = ctx.mask;
-  // enable_gqa: each KV head serves num_heads / num_kv_heads consecutive query heads (HF's repeat_kv)
-  // without materialising the repeated keys and values.
-  auto out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, ctx.is_causal && T > 1, scale,
-                                              /*enable_gqa=*/num_kv_heads_ != num_heads_);
-  if (upcast) out = out.to(dtype);
-  return out.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_});
+      internal::cpu_attention_applies(q, k, v, ctx.mask)) {
+    out = internal::cpu_attention(q, k, v, ctx.mask, ctx.is_causal && T > 1, scale);
+  } else {
+    std::optional<torch::Tensor> mask;
+    if (ctx.mask.defined()) mask = ctx.mask;
+    // enable_gqa: each KV head serves num_heads / num_kv_heads consecutive query heads (HF's repeat_kv)
+    // without materialising the repeated keys and values.
+    out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, ctx.is_causal && T > 1, scale,
+                                           /*enable_gqa=*/num_kv_heads_ != num_heads_);
+    if (upcast) out = out.to(dtype);
+    out = out.transpose(1, 2).reshape({B, T, num_heads_ * head_dim_});
+  }
+  return packed ? pack_tokens(out, ctx.token_index) : out;
 }
 
 // ---------------------------------------------------------------------------------------------------
