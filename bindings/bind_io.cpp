@@ -66,7 +66,7 @@ void bind_io(py::module_& m) {
       "load_pretrained",
       [](const std::string& name_or_path, const std::string& device, const std::string& dtype) {
         const auto dev = parse_device(device);
-        const auto dt = parse_dtype(dtype);
+        const auto dt = parse_dtype(dtype, dev);
         io::PretrainedModel loaded;
         {
           py::gil_scoped_release release;

@@ -116,8 +116,9 @@ void bind_model(py::module_& m) {
   py::class_<PyLlamaModel>(m, "LlamaModel",
                            "Llama causal language model (HF LlamaForCausalLM numerics) with optional LoRA adapters.")
       .def(py::init([](const ModelConfig& config, const std::string& device, const std::string& dtype, uint64_t seed) {
+             const auto dev = parse_device(device);
              PyLlamaModel p;
-             p.model = LlamaModel(config, parse_device(device), parse_dtype(dtype), seed);
+             p.model = LlamaModel(config, dev, parse_dtype(dtype, dev), seed);
              return p;
            }),
            py::arg("config"), py::arg("device") = "cpu", py::arg("dtype") = "float32", py::arg("seed") = 0,
@@ -126,7 +127,7 @@ void bind_model(py::module_& m) {
           "from_pretrained",
           [](const std::string& path, const std::string& device, const std::string& dtype) {
             const auto dev = parse_device(device);
-            const auto dt = parse_dtype(dtype);
+            const auto dt = parse_dtype(dtype, dev);
             PyLlamaModel p;
             {
               py::gil_scoped_release release;
@@ -136,7 +137,8 @@ void bind_model(py::module_& m) {
           },
           py::arg("path"), py::arg("device") = "cpu", py::arg("dtype") = "float32",
           "Loads a HuggingFace Llama checkpoint folder (config.json + model.safetensors or shards), a GGUF file "
-          "(dequantised to `dtype`), or a known short name such as 'smollm2-135m-instruct'.")
+          "(dequantised to `dtype`), or a known short name such as 'smollm2-135m-instruct'. dtype 'auto': bfloat16 "
+          "where the device multiplies it natively, float32 elsewhere (llm4dsr.auto_dtype).")
       .def(
           "save_pretrained",
           [](PyLlamaModel& p, const std::string& path) {
@@ -288,7 +290,8 @@ void bind_model(py::module_& m) {
       .def_property_readonly("device", [](const PyLlamaModel& p) { return p.model->device().str(); })
       .def_property_readonly("dtype", [](const PyLlamaModel& p) { return dtype_name(p.model->dtype()); })
       .def("to", [](PyLlamaModel& p, const std::string& device, const std::string& dtype) {
-            p.model->to_device_dtype(parse_device(device), parse_dtype(dtype));
+            const auto dev = parse_device(device);
+            p.model->to_device_dtype(dev, parse_dtype(dtype, dev));
           }, py::arg("device") = "cpu", py::arg("dtype") = "float32")
       .def("num_parameters", [](const PyLlamaModel& p) {
         int64_t n = 0;

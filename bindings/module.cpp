@@ -49,6 +49,12 @@ PYBIND11_MODULE(_llm4dsr, m) {
   m.def(
       "fp32_gemm", [] { return llm4dsr::to_string(llm4dsr::fp32_gemm()); },
       "The library running fp32 CPU products now: 'onednn' or 'aten' (see set_fp32_gemm).");
+  m.def("native_bf16_matmul", &llm4dsr::native_bf16_matmul, py::arg("device") = "cpu",
+        "Whether bf16 matrix products run on the device's own instructions: on the CPU AVX512-BF16 or\n"
+        "AMX-BF16 (with oneDNN on), on CUDA always (as torch.cuda.is_bf16_supported() by default). Without\n"
+        "them libtorch emulates bf16 products, several times slower than float32.");
+  m.def("auto_dtype", &llm4dsr::auto_dtype, py::arg("device") = "cpu",
+        "What dtype='auto' means on `device`: 'bfloat16' where native_bf16_matmul(device), else 'float32'.");
   m.def("default_freed_memory_retention", &llm4dsr::default_freed_memory_retention,
         "$LLM4DSR_RETAIN_FREED_MEMORY in bytes if set (0: off), otherwise 256 MiB.");
 

@@ -11,17 +11,21 @@
 
 #include "llm4dsr/error.h"
 #include "llm4dsr/model/llama_model.h"
+#include "llm4dsr/runtime.h"
 
 namespace llm4dsr::bindings {
 
 namespace py = pybind11;
 
-inline torch::Dtype parse_dtype(const std::string& name) {
+// A dtype by name. "auto" is the compute dtype for `device` (llm4dsr::auto_dtype: bfloat16 where its
+// products are native, float32 elsewhere).
+inline torch::Dtype parse_dtype(const std::string& name, const torch::Device& device = torch::Device(torch::kCPU)) {
+  if (name == "auto") return parse_dtype(auto_dtype(device.str()), device);
   if (name == "float32" || name == "float" || name == "fp32") return torch::kFloat32;
   if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
   if (name == "float16" || name == "half" || name == "fp16") return torch::kFloat16;
   if (name == "float64" || name == "double") return torch::kFloat64;
-  LLM4DSR_THROW("unknown dtype '" << name << "' (expected float32, bfloat16, float16 or float64)");
+  LLM4DSR_THROW("unknown dtype '" << name << "' (expected auto, float32, bfloat16, float16 or float64)");
 }
 
 inline std::string dtype_name(torch::Dtype dtype) {

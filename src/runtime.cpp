@@ -13,6 +13,7 @@
 #include "llm4dsr/error.h"
 #include "model/bf16x3_linear.h"
 #include "model/onednn_linear.h"
+#include "model/packed_linear.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -60,6 +61,13 @@ bool set_freed_memory_retention(int64_t bytes) {
 }
 
 bool bf16x3_matmul_available() { return detail::bf16x3_supported(); }
+
+bool native_bf16_matmul(std::string_view device) {
+  if (device == "cpu") return detail::native_bf16_gemm();
+  return device == "cuda" || device.rfind("cuda:", 0) == 0;
+}
+
+std::string auto_dtype(std::string_view device) { return native_bf16_matmul(device) ? "bfloat16" : "float32"; }
 
 namespace {
 

@@ -50,6 +50,21 @@ int64_t default_freed_memory_retention();
 // the fp32 weights' memory. "highest", PyTorch's default, is never affected.
 bool bf16x3_matmul_available();
 
+// Whether bf16 matrix products run on the device's own instructions. `device` is a torch device name
+// ("cpu", "cuda", "cuda:1"). On the CPU: AVX512-BF16 or AMX-BF16, with libtorch's oneDNN enabled (the
+// products our bf16 CPU path and libtorch's own bf16 matmul run on). On CUDA: true, as
+// torch.cuda.is_bf16_supported() answers by default (GPUs before compute capability 8.0 emulate bf16:
+// ask for float32 there). Other devices: false.
+// Why it matters: without those instructions libtorch computes bf16 products through fp32 conversions,
+// several times slower than fp32 itself (SmolLM2's 576 x 1536 product at 1,024 rows on an AVX2-only
+// AMD EPYC, two threads: 9 GFLOP/s in bf16 against 65 in fp32), so "bf16 to go faster" backfires there.
+bool native_bf16_matmul(std::string_view device = "cpu");
+
+// The compute dtype that the dtype name "auto" stands for on `device`: "bfloat16" where
+// native_bf16_matmul(device), "float32" elsewhere. The Python API and the CLI accept "auto" wherever
+// they take a model's dtype.
+std::string auto_dtype(std::string_view device = "cpu");
+
 // Which library runs the model's fp32 matrix products on the CPU (the projections and the lm_head, with
 // and without gradients; attention stays libtorch's).
 //   kATen    libtorch's own (MKL's sgemm in the x86-64 wheels), as transformers gets it.

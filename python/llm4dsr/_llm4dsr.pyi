@@ -8,7 +8,7 @@ import numpy.typing
 import os
 import torch
 import typing
-__all__: list[str] = ['BpeTokenizer', 'Catalog', 'ChatFormat', 'Correction', 'Dataset', 'Denoiser', 'Embedder', 'Error', 'GGUFFile', 'GGUFTensorInfo', 'GenerationOutput', 'Generator', 'Grounder', 'InstructionBuilder', 'InstructionPair', 'LlamaModel', 'LoraConfig', 'ModelCard', 'ModelConfig', 'NoiseScores', 'PretrainedModel', 'PromptTemplate', 'RopeScaling', 'SentencePieceTokenizer', 'Sequence', 'SequenceReport', 'SequenceSet', 'Splits', 'Suggestion', 'TokenizedInstruction', 'Tokenizer', 'Trainer', 'TrainingExample', 'UncertaintyScorer', 'UserChunks', 'all_noise_scores', 'apply_user_corrections', 'apply_window_corrections', 'average_precision', 'bf16x3_matmul_available', 'default_freed_memory_retention', 'default_num_threads', 'default_quantile_grid', 'detect_format', 'detection_metrics', 'flag_noise', 'fp32_gemm', 'inject_noise', 'kcore_filter', 'known_model_names', 'load_pretrained', 'load_safetensors', 'load_tokenizer', 'make_lm_examples', 'make_synthetic', 'match_answer', 'model_cache_dir', 'noise_threshold', 'num_threads', 'prepare', 'read_dataset', 'resolve_model', 'save_pretrained', 'save_safetensors', 'score_histogram', 'search_eta', 'set_fp32_gemm', 'set_freed_memory_retention', 'set_num_threads', 'split_leave_one_out', 'split_windows', 'synthetic_genres', 'user_chunks', 'window_histories', 'write_jsonl', 'write_recbole', 'write_splits_csv']
+__all__: list[str] = ['BpeTokenizer', 'Catalog', 'ChatFormat', 'Correction', 'Dataset', 'Denoiser', 'Embedder', 'Error', 'GGUFFile', 'GGUFTensorInfo', 'GenerationOutput', 'Generator', 'Grounder', 'InstructionBuilder', 'InstructionPair', 'LlamaModel', 'LoraConfig', 'ModelCard', 'ModelConfig', 'NoiseScores', 'PretrainedModel', 'PromptTemplate', 'RopeScaling', 'SentencePieceTokenizer', 'Sequence', 'SequenceReport', 'SequenceSet', 'Splits', 'Suggestion', 'TokenizedInstruction', 'Tokenizer', 'Trainer', 'TrainingExample', 'UncertaintyScorer', 'UserChunks', 'all_noise_scores', 'apply_user_corrections', 'apply_window_corrections', 'auto_dtype', 'average_precision', 'bf16x3_matmul_available', 'default_freed_memory_retention', 'default_num_threads', 'default_quantile_grid', 'detect_format', 'detection_metrics', 'flag_noise', 'fp32_gemm', 'inject_noise', 'kcore_filter', 'known_model_names', 'load_pretrained', 'load_safetensors', 'load_tokenizer', 'make_lm_examples', 'make_synthetic', 'match_answer', 'model_cache_dir', 'native_bf16_matmul', 'noise_threshold', 'num_threads', 'prepare', 'read_dataset', 'resolve_model', 'save_pretrained', 'save_safetensors', 'score_histogram', 'search_eta', 'set_fp32_gemm', 'set_freed_memory_retention', 'set_num_threads', 'split_leave_one_out', 'split_windows', 'synthetic_genres', 'user_chunks', 'window_histories', 'write_jsonl', 'write_recbole', 'write_splits_csv']
 class Error(RuntimeError):
     pass
 class Catalog:
@@ -546,7 +546,7 @@ class LlamaModel:
     @staticmethod
     def from_pretrained(path: str, device: str = 'cpu', dtype: str = 'float32') -> LlamaModel:
         """
-        Loads a HuggingFace Llama checkpoint folder (config.json + model.safetensors or shards), a GGUF file (dequantised to `dtype`), or a known short name such as 'smollm2-135m-instruct'.
+        Loads a HuggingFace Llama checkpoint folder (config.json + model.safetensors or shards), a GGUF file (dequantised to `dtype`), or a known short name such as 'smollm2-135m-instruct'. dtype 'auto': bfloat16 where the device multiplies it natively, float32 elsewhere (llm4dsr.auto_dtype).
         """
     def __init__(self, config: ModelConfig, device: str = 'cpu', dtype: str = 'float32', seed: typing.SupportsInt | typing.SupportsIndex = 0) -> None:
         """
@@ -1464,6 +1464,10 @@ def apply_window_corrections(windows: SequenceSet, reports: collections.abc.Sequ
     """
     The windows with reports[i] written into window i's history (the target unchanged).
     """
+def auto_dtype(device: str = 'cpu') -> str:
+    """
+    What dtype='auto' means on `device`: 'bfloat16' where native_bf16_matmul(device), else 'float32'.
+    """
 def average_precision(scores: typing.Any, is_noise: typing.Any) -> float:
     """
     PR-AUC as average precision (scikit-learn's definition).
@@ -1533,6 +1537,12 @@ def match_answer(answer: str, titles: collections.abc.Sequence[str], protect: co
     """
 def model_cache_dir() -> str:
     ...
+def native_bf16_matmul(device: str = 'cpu') -> bool:
+    """
+    Whether bf16 matrix products run on the device's own instructions: on the CPU AVX512-BF16 or
+    AMX-BF16 (with oneDNN on), on CUDA always (as torch.cuda.is_bf16_supported() by default). Without
+    them libtorch emulates bf16 products, several times slower than float32.
+    """
 def noise_threshold(scores: typing.Any, quantile: typing.SupportsFloat | typing.SupportsIndex, score: str = 'raw') -> float:
     """
     eta at `quantile` (inverted CDF: the smallest score with at least that fraction of scores at or below it; -inf for 0) of a list of NoiseScores or of a flat array of scores. Compute it on the VALIDATION split.

@@ -336,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast over fp32 weights (on CPU, --dtype bfloat16 trains faster to the same loss)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                   help="auto: bfloat16 where the device multiplies it natively (AVX512-BF16 / AMX-BF16 CPUs, "
+                        "CUDA), float32 elsewhere")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (bf16 with --dtype bfloat16 on either)")
     p.add_argument("--save-steps", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -353,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mode", default="first-token", choices=["first-token", "exact"])
         p.add_argument("--quantile", type=float, default=0.9, help="eta as this quantile of the VALIDATION scores")
         p.add_argument("--eta", type=float, default=None, help="absolute eta (overrides --quantile)")
-        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                       help="auto: bfloat16 where the device multiplies it natively (AVX512-BF16 / AMX-BF16 CPUs, "
+                            "CUDA), float32 elsewhere")
         p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (bf16 with --dtype bfloat16 on either)")
         p.add_argument("--micro-batch-size", type=int, default=None,
                        help="sequences per forward (default: the scorer's 32, the generator's 16)")
@@ -376,6 +380,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resolve_dtype(args) -> None:
+    """--dtype auto becomes the device's dtype here, so that summaries and model cards name the real one;
+    bf16 asked for where it is emulated gets a warning, since it then runs several times slower than fp32."""
+    import llm4dsr
+
+    device = getattr(args, "device", "cpu")
+    if getattr(args, "dtype", None) == "auto":
+        args.dtype = llm4dsr.auto_dtype(device)
+    wants_bf16 = getattr(args, "dtype", None) == "bfloat16" or getattr(args, "bf16", False)
+    if wants_bf16 and not llm4dsr.native_bf16_matmul(device):
+        print(f"llm4dsr: warning: no bf16 matrix instructions on '{device}' (AVX512-BF16 or AMX-BF16): bf16 products "
+              "are emulated there, several times slower than float32; --dtype auto picks float32 here",
+              file=sys.stderr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -396,6 +415,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.fp32_gemm:
             llm4dsr.set_fp32_gemm(args.fp32_gemm)
+        _resolve_dtype(args)
         return args.func(args)
     except llm4dsr.Error as e:
         print(f"llm4dsr: error: {e}", file=sys.stderr)

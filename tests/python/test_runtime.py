@@ -86,3 +86,43 @@ def test_cli_float32_matmul_precision_sets_torchs_switch(capsys):
         torch.set_float32_matmul_precision(previous)
     with pytest.raises(SystemExit):
         cli.main(["--float32-matmul-precision", "fast", "stats", "--data", "synthetic"])
+
+
+def test_auto_dtype_follows_the_cpus_bf16_instructions():
+    import torch
+
+    # torch's own reading of the CPU (cpuinfo), apart from the library's rule.
+    caps = torch._C._cpu._get_cpu_capability()
+    native = bool(caps.get("avx512_bf16") or caps.get("amx_bf16")) and torch.backends.mkldnn.is_available()
+    assert llm4dsr.native_bf16_matmul() is native and llm4dsr.native_bf16_matmul("cpu") is native
+    assert llm4dsr.auto_dtype("cpu") == ("bfloat16" if native else "float32")
+    assert llm4dsr.auto_dtype("cuda") == llm4dsr.auto_dtype("cuda:1") == "bfloat16"
+    assert llm4dsr.auto_dtype("meta") == "float32"
+    model = llm4dsr.LlamaModel(llm4dsr.ModelConfig.preset("tiny", 64), dtype="auto", seed=1)
+    assert model.dtype == llm4dsr.auto_dtype()
+    model.to("cpu", "float32")
+    assert model.dtype == "float32"
+    model.to("cpu", "auto")
+    assert model.dtype == llm4dsr.auto_dtype()
+    with pytest.raises(llm4dsr.Error, match="unknown dtype 'fast'.*expected auto, float32"):
+        llm4dsr.LlamaModel(llm4dsr.ModelConfig.preset("tiny", 64), dtype="fast")
+
+
+def test_cli_resolves_dtype_auto_and_warns_about_emulated_bf16(capsys):
+    import argparse
+
+    from llm4dsr import cli
+
+    args = argparse.Namespace(device="cpu", dtype="auto")
+    cli._resolve_dtype(args)
+    assert args.dtype == llm4dsr.auto_dtype("cpu")
+    assert capsys.readouterr().err == ""  # auto never picks an emulated dtype
+    for asked in (argparse.Namespace(device="cpu", dtype="bfloat16"),
+                  argparse.Namespace(device="cpu", dtype="float32", bf16=True)):
+        cli._resolve_dtype(asked)
+        warned = "bf16 products are emulated" in capsys.readouterr().err
+        assert warned is not llm4dsr.native_bf16_matmul("cpu")
+    cli._resolve_dtype(argparse.Namespace(device="cpu", dtype="float32"))
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):  # argparse's own refusal names the choices
+        cli.main(["finetune", "--data", "synthetic", "--base", "smollm2-135m-instruct", "--out", "x", "--dtype", "float8"])
