@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast over fp32 weights (on CPU, --dtype bfloat16 trains faster to the same loss)")
+                   help="bf16 autocast over fp32 weights (where bf16 is native, --dtype bfloat16 trains faster to "
+                        "the same loss)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
                    help="auto: bfloat16 where the device multiplies it natively (AVX512-BF16 / AMX-BF16 CPUs, "
                         "CUDA), float32 elsewhere")
@@ -391,7 +392,7 @@ def _resolve_dtype(args) -> None:
     wants_bf16 = getattr(args, "dtype", None) == "bfloat16" or getattr(args, "bf16", False)
     if wants_bf16 and not llm4dsr.native_bf16_matmul(device):
         print(f"llm4dsr: warning: no bf16 matrix instructions on '{device}' (AVX512-BF16 or AMX-BF16): bf16 products "
-              "are emulated there, several times slower than float32; --dtype auto picks float32 here",
+              "are emulated there, several times slower than float32 (--dtype auto, without --bf16, runs float32 here)",
               file=sys.stderr)
 
 
