@@ -281,8 +281,11 @@ def run_denoise(splits, catalog, model_path: str, out: str, denoise_splits: Sequ
             timings[f"score_{name}_seconds"] = round(time.perf_counter() - t0, 2)
         if eta is None:
             eta = denoiser.threshold(scores["valid"], quantile)
+    dtype = denoiser_options.get("dtype", "float32")
+    if dtype == "auto":  # the summary names the dtype that ran
+        dtype = llm4dsr.auto_dtype(denoiser_options.get("device", "cpu"))
     summary: Dict[str, object] = {"model": model_path, "device": denoiser_options.get("device", "cpu"),
-                                  "dtype": denoiser_options.get("dtype", "float32"), "mode": denoiser_options.get("mode", "first-token"),
+                                  "dtype": dtype, "mode": denoiser_options.get("mode", "first-token"),
                                   "policy": policy, "unit": unit, "budget": denoiser.budget,
                                   "quantile": quantile if needs_scores else None,
                                   "eta": eta if needs_scores else None, "splits": {}}

@@ -198,3 +198,13 @@ def test_cli_score_and_denoise_json(tiny_model_dir, tmp_path):
     for device, message in (("tpu", "unknown device 'tpu'"), ("cuda:7", "device 'cuda:7'")):
         bad = _cli("score", "--data", DATA, "--model", tiny_model_dir, "--out", str(tmp_path / "x"), "--device", device)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+def test_dtype_auto_is_named_as_it_ran_in_the_summary(tiny_model_dir, data, tmp_path):
+    dataset, splits = data
+    few = llm4dsr.Splits()
+    for name in ("train", "valid", "test"):
+        setattr(few, name, llm4dsr.SequenceSet(list(getattr(splits, name))[:6]))
+    summary = pipeline.run_denoise(few, dataset.catalog, tiny_model_dir, str(tmp_path / "auto"), denoise_splits=("test",),
+                                   progress=False, score_only=True, dtype="auto")
+    assert summary["dtype"] == llm4dsr.auto_dtype("cpu") and summary["dtype"] in ("float32", "bfloat16")
