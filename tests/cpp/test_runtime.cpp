@@ -6,6 +6,10 @@
 #include "llm4dsr/error.h"
 #include "llm4dsr/runtime.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace {
 
 // Sets an environment variable for one scope and restores the previous value.
@@ -47,8 +51,6 @@ TEST_CASE("freed-memory retention: default from the environment", "[runtime]") {
 }
 
 #if defined(__x86_64__)
-#include <cpuid.h>
-
 namespace {
 
 // The CPU's bf16 matrix instructions read straight from cpuid, apart from the library's own detection:
