@@ -274,6 +274,13 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=11, help="window length, history + target")
 
 
+def _add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                   help="auto: bfloat16 where the device multiplies it natively (AVX512-BF16 / AMX-BF16 CPUs, "
+                        "CUDA), float32 elsewhere")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (bf16 with --dtype bfloat16 on either)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm4dsr", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -337,10 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast over fp32 weights (where bf16 is native, --dtype bfloat16 trains faster to "
                         "the same loss)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
-                   help="auto: bfloat16 where the device multiplies it natively (AVX512-BF16 / AMX-BF16 CPUs, "
-                        "CUDA), float32 elsewhere")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (bf16 with --dtype bfloat16 on either)")
+    _add_device_args(p)
     p.add_argument("--save-steps", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.set_defaults(func=cmd_finetune)
@@ -356,10 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mode", default="first-token", choices=["first-token", "exact"])
         p.add_argument("--quantile", type=float, default=0.9, help="eta as this quantile of the VALIDATION scores")
         p.add_argument("--eta", type=float, default=None, help="absolute eta (overrides --quantile)")
-        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"],
-                       help="auto: bfloat16 where the device multiplies it natively (AVX512-BF16 / AMX-BF16 CPUs, "
-                            "CUDA), float32 elsewhere")
-        p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (bf16 with --dtype bfloat16 on either)")
+        _add_device_args(p)
         p.add_argument("--micro-batch-size", type=int, default=None,
                        help="sequences per forward (default: the scorer's 32, the generator's 16)")
         p.add_argument("--chunk-size", type=int, default=64, help="sequences per resumable chunk")
