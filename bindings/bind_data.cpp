@@ -24,12 +24,6 @@ namespace llm4dsr::bindings {
 namespace {
 
 
-template <typename T>
-std::vector<T> from_numpy(py::array_t<T, py::array::c_style | py::array::forcecast> a, const char* what) {
-  if (a.ndim() != 1) throw Error(std::string(what) + " must be one-dimensional, got " + std::to_string(a.ndim()) + " dimensions");
-  return std::vector<T>(a.data(), a.data() + a.size());
-}
-
 py::dict stats_to_dict(const DatasetStats& s, bool pre_split) {
   py::dict d;
   d["users"] = s.users;
@@ -90,10 +84,10 @@ void bind_data(py::module_& m) {
   py::class_<Sequence>(m, "Sequence",
                        "One user's chronological items, or one window of them (the last item is the target).")
       .def(py::init<>())
-      .def(py::init([](std::string user_id, py::array_t<int64_t, py::array::c_style | py::array::forcecast> items) {
+      .def(py::init([](std::string user_id, const py::object& items) {
              Sequence s;
              s.user_id = std::move(user_id);
-             s.items = from_numpy(items, "items");
+             s.items = typed_vector<int64_t>(items, "items", Elements::kIntegers);
              return s;
            }),
            py::arg("user_id"), py::arg("items"))
@@ -101,21 +95,21 @@ void bind_data(py::module_& m) {
       .def_readwrite("offset", &Sequence::offset)
       .def_property(
           "items", [](const Sequence& s) { return to_numpy(s.items); },
-          [](Sequence& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> a) { s.items = from_numpy(a, "items"); })
+          [](Sequence& s, const py::object& a) { s.items = typed_vector<int64_t>(a, "items", Elements::kIntegers); })
       .def_property(
           "timestamps", [](const Sequence& s) { return to_numpy(s.timestamps); },
-          [](Sequence& s, py::array_t<double, py::array::c_style | py::array::forcecast> a) {
-            s.timestamps = from_numpy(a, "timestamps");
+          [](Sequence& s, const py::object& a) {
+            s.timestamps = typed_vector<double>(a, "timestamps", Elements::kReals);
           })
       .def_property(
           "labels", [](const Sequence& s) { return to_numpy(s.labels); },
-          [](Sequence& s, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> a) { s.labels = from_numpy(a, "labels"); },
+          [](Sequence& s, const py::object& a) { s.labels = typed_vector<uint8_t>(a, "labels", Elements::kIntegersOrBools); },
           "Noise label per position: 0 clean, 1 injected noise, 2 replaced for self-supervised training; "
           "empty when unknown.")
       .def_property(
           "original_items", [](const Sequence& s) { return to_numpy(s.original_items); },
-          [](Sequence& s, py::array_t<int64_t, py::array::c_style | py::array::forcecast> a) {
-            s.original_items = from_numpy(a, "original_items");
+          [](Sequence& s, const py::object& a) {
+            s.original_items = typed_vector<int64_t>(a, "original_items", Elements::kIntegers);
           })
       .def_property_readonly("target", &Sequence::target)
       .def_property_readonly("has_labels", &Sequence::has_labels)

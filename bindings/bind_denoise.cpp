@@ -23,6 +23,24 @@ namespace {
 
 NoiseScore to_noise_score(const std::string& name) { return parse_noise_score(name); }
 
+// Whether a scores argument is a list of NoiseScores objects (else it holds plain numbers).
+bool holds_noise_scores(const py::handle& scores) {
+  if (py::isinstance<py::str>(scores) || py::isinstance<py::array>(scores) || !py::isinstance<py::sequence>(scores))
+    return false;
+  const auto seq = py::reinterpret_borrow<py::sequence>(scores);
+  return py::len(seq) > 0 && py::isinstance<NoiseScores>(seq[0]);
+}
+
+std::vector<NoiseScores> noise_scores_arg(const py::handle& scores, const char* what) {
+  std::vector<NoiseScores> out;
+  for (const py::handle s : scores) {
+    LLM4DSR_CHECK(py::isinstance<NoiseScores>(s), what << ": a list of NoiseScores holds a "
+                                                       << std::string(py::str(s.attr("__class__").attr("__name__"))));
+    out.push_back(s.cast<NoiseScores>());
+  }
+  return out;
+}
+
 
 }  // namespace
 
@@ -39,11 +57,8 @@ rank: 1 = most likely noise, a permutation (equal scores: earlier position first
                        const py::object& rank, int64_t dropped_items) {
              NoiseScores s;
              s.items = int64_vector(items, "items");
-             auto lp = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(log_prob);
-             auto pr = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(prob);
-             LLM4DSR_CHECK(lp && pr && lp.ndim() == 1 && pr.ndim() == 1, "NoiseScores: log_prob and prob must be 1-D arrays");
-             s.log_prob.assign(lp.data(), lp.data() + lp.size());
-             s.prob.assign(pr.data(), pr.data() + pr.size());
+             s.log_prob = typed_vector<float>(log_prob, "NoiseScores: log_prob", Elements::kReals);
+             s.prob = typed_vector<float>(prob, "NoiseScores: prob", Elements::kReals);
              s.rank = int64_vector(rank, "rank");
              const size_t n = s.items.size();
              LLM4DSR_CHECK(s.log_prob.size() == n && s.prob.size() == n && s.rank.size() == n,
@@ -166,13 +181,9 @@ words) once per chunk and continue each micro-batch from its keys/values; the sc
   m.def(
       "noise_threshold",
       [](const py::object& scores, double quantile, const std::string& score) {
-        std::vector<double> values;
-        if (py::isinstance<py::array>(scores)) {
-          auto a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(scores);
-          values.assign(a.data(), a.data() + a.size());
-        } else {
-          values = all_scores(scores.cast<std::vector<NoiseScores>>(), to_noise_score(score));
-        }
+        std::vector<double> values = holds_noise_scores(scores)
+                                         ? all_scores(noise_scores_arg(scores, "scores"), to_noise_score(score))
+                                         : typed_vector<double>(scores, "scores", Elements::kReals);
         return quantile_threshold(std::move(values), quantile);
       },
       py::arg("scores"), py::arg("quantile"), py::arg("score") = "raw",
@@ -182,10 +193,12 @@ words) once per chunk and continue each micro-batch from its keys/values; the sc
       "flag_noise",
       [](const py::object& scores, double eta, int64_t budget, const std::string& score) {
         std::vector<std::vector<int64_t>> flags;
-        if (py::isinstance<py::list>(scores) && py::len(scores) > 0 && !py::isinstance<NoiseScores>(scores[py::int_(0)])) {
-          flags = flag_noise(scores.cast<std::vector<std::vector<double>>>(), eta, budget);
+        if (holds_noise_scores(scores)) {
+          flags = flag_noise(noise_scores_arg(scores, "scores"), eta, budget, to_noise_score(score));
         } else {
-          flags = flag_noise(scores.cast<std::vector<NoiseScores>>(), eta, budget, to_noise_score(score));
+          std::vector<std::vector<double>> rows;
+          for (const py::handle row : scores) rows.push_back(typed_vector<double>(row, "scores: each sequence's scores", Elements::kReals));
+          flags = flag_noise(rows, eta, budget);
         }
         py::list out;
         for (const auto& f : flags) out.append(to_numpy(f));

@@ -51,27 +51,15 @@ std::vector<GenerationRequest> to_requests(const py::object& requests) {
   return out;
 }
 
+std::vector<bool> to_bools(const py::handle& values, const char* what) {
+  return typed_vector<bool>(values, what, Elements::kIntegersOrBools);
+}
+
 std::vector<std::vector<bool>> to_protect(const py::object& protect) {
   std::vector<std::vector<bool>> out;
   if (protect.is_none()) return out;
-  for (const py::handle row : protect) {
-    auto a = py::array_t<bool, py::array::c_style | py::array::forcecast>::ensure(row);
-    LLM4DSR_CHECK(a && a.ndim() == 1, "protect: each row must be a one-dimensional boolean array or list");
-    out.emplace_back(a.data(), a.data() + a.size());
-  }
+  for (const py::handle row : protect) out.push_back(to_bools(row, "protect: each row"));
   return out;
-}
-
-std::vector<bool> to_bools(const py::object& values) {
-  auto a = py::array_t<bool, py::array::c_style | py::array::forcecast>::ensure(values);
-  LLM4DSR_CHECK(a && a.ndim() == 1, "expected a one-dimensional boolean array or list");
-  return std::vector<bool>(a.data(), a.data() + a.size());
-}
-
-std::vector<double> to_doubles(const py::object& values) {
-  auto a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(values);
-  LLM4DSR_CHECK(a && a.ndim() == 1, "expected a one-dimensional float array or list");
-  return std::vector<double>(a.data(), a.data() + a.size());
 }
 
 py::dict correction_dict(const Correction& c) {
@@ -331,7 +319,7 @@ Choose eta on the VALIDATION split (threshold() on its scores), then correct() t
   m.def(
       "detection_metrics",
       [](const py::object& flagged, const py::object& is_noise) {
-        const auto r = detection_metrics(to_bools(flagged), to_bools(is_noise));
+        const auto r = detection_metrics(to_bools(flagged, "flagged"), to_bools(is_noise, "is_noise"));
         py::dict d;
         d["precision"] = r.precision;
         d["recall"] = r.recall;
@@ -346,13 +334,13 @@ Choose eta on the VALIDATION split (threshold() on its scores), then correct() t
   m.def(
       "average_precision",
       [](const py::object& scores, const py::object& is_noise) {
-        return average_precision(to_doubles(scores), to_bools(is_noise));
+        return average_precision(typed_vector<double>(scores, "scores", Elements::kReals), to_bools(is_noise, "is_noise"));
       },
       py::arg("scores"), py::arg("is_noise"), "PR-AUC as average precision (scikit-learn's definition).");
   m.def(
       "score_histogram",
       [](const py::object& probabilities, const py::object& is_noise, int64_t bins) {
-        const auto h = score_histogram(to_doubles(probabilities), to_bools(is_noise), bins);
+        const auto h = score_histogram(typed_vector<double>(probabilities, "probabilities", Elements::kReals), to_bools(is_noise, "is_noise"), bins);
         py::dict d;
         d["log10_edges"] = to_numpy(h.edges);
         d["noise"] = to_numpy(h.noise_counts);

@@ -33,9 +33,7 @@ py::array_t<float> to_numpy(EmbeddingMatrix&& m) {
 }
 
 FloatArray matrix_arg(const py::handle& obj, const char* what) {
-  FloatArray arr = FloatArray::ensure(obj);
-  LLM4DSR_CHECK(arr, what << " must be a float array [rows, dim], got "
-                          << std::string(py::str(obj.attr("__class__").attr("__name__"))));
+  FloatArray arr = typed_array<float>(obj, what, Elements::kReals);
   if (arr.ndim() == 1) arr = arr.reshape({py::ssize_t(1), arr.shape(0)});
   LLM4DSR_CHECK(arr.ndim() == 2, what << " must be 2-D [rows, dim], got " << arr.ndim() << " dimensions");
   return arr;
@@ -45,7 +43,21 @@ EmbeddingMatrix to_matrix(const FloatArray& arr) {
   return Eigen::Map<const EmbeddingMatrix>(arr.data(), arr.shape(0), arr.shape(1));
 }
 
-Exclude exclude_arg(const py::object& obj) { return obj.is_none() ? Exclude{} : obj.cast<Exclude>(); }
+// One row of item ids per query: lists, arrays or tensors, or a 2-D array / tensor.
+Exclude exclude_arg(const py::object& obj) {
+  Exclude out;
+  if (obj.is_none()) return out;
+  LLM4DSR_CHECK(py::isinstance<py::iterable>(obj) && !py::isinstance<py::str>(obj),
+                "exclude must hold one list of item ids per query, got "
+                    << std::string(py::str(obj.attr("__class__").attr("__name__"))));
+  for (const py::handle row : obj) {
+    LLM4DSR_CHECK(!py::isinstance<py::int_>(row) && (py::isinstance<py::sequence>(row) || py::hasattr(row, "__array__")),
+                  "exclude must hold one list of item ids per query; query " << out.size() << "'s entry is a "
+                      << std::string(py::str(row.attr("__class__").attr("__name__"))));
+    out.push_back(typed_vector<int64_t>(row, "exclude: a query's item ids", Elements::kIntegers));
+  }
+  return out;
+}
 
 py::object results_to_python(const std::vector<GroundingResult>& r, bool as_arrays) {
   if (as_arrays) {
@@ -184,16 +196,23 @@ threads.)doc")
             LLM4DSR_CHECK(q.shape(1) == self.dim(), "Grounder.search: queries have dimension "
                                                         << q.shape(1) << ", the catalogue's embeddings " << self.dim());
             const Exclude ex = exclude_arg(exclude);
+            // Before the outputs are allocated: a huge k would otherwise fail in numpy, not here.
+            LLM4DSR_CHECK(k >= 1 && k <= self.size(),
+                          "Grounder.search: k must be in 1.." << self.size() << " (catalogue size), got " << k);
             py::array_t<int64_t> ids;
             py::array_t<float> sims;
             if (out.is_none()) {
               ids = py::array_t<int64_t>({q.shape(0), static_cast<py::ssize_t>(k)});
               sims = py::array_t<float>({q.shape(0), static_cast<py::ssize_t>(k)});
             } else {
-              auto pair = out.cast<py::tuple>();
-              LLM4DSR_CHECK(pair.size() == 2, "Grounder.search: out must be (ids, similarities)");
-              ids = pair[0].cast<py::array_t<int64_t>>();
-              sims = pair[1].cast<py::array_t<float>>();
+              LLM4DSR_CHECK(py::isinstance<py::sequence>(out) && py::len(out) == 2,
+                            "Grounder.search: out must be a pair (ids, similarities)");
+              const auto pair = py::reinterpret_borrow<py::sequence>(out);
+              LLM4DSR_CHECK(py::isinstance<py::array>(pair[0]) && py::isinstance<py::array>(pair[1]),
+                            "Grounder.search: out must hold two numpy arrays (int64 ids, float32 similarities)");
+              ids = py::array_t<int64_t>::ensure(pair[0]);
+              sims = py::array_t<float>::ensure(pair[1]);
+              LLM4DSR_CHECK(ids && sims, "Grounder.search: out must hold an int64 and a float32 array");
               for (const py::array* a : {static_cast<py::array*>(&ids), static_cast<py::array*>(&sims)})
                 LLM4DSR_CHECK(a->ndim() == 2 && a->shape(0) == q.shape(0) && a->shape(1) == k && a->writeable() &&
                                   (a->flags() & py::array::c_style),

@@ -25,8 +25,8 @@ namespace llm4dsr::bindings {
 
 namespace {
 
-torch::Tensor optional_int64(const py::object& obj, const char* what) {
-  return obj.is_none() ? torch::Tensor() : int64_tensor(obj, what);
+torch::Tensor optional_int64(const py::object& obj, const char* what, Elements elements = Elements::kIntegers) {
+  return obj.is_none() ? torch::Tensor() : int64_tensor(obj, what, elements);
 }
 
 torch::Tensor ids_2d(const py::handle& obj) {
@@ -37,8 +37,11 @@ torch::Tensor ids_2d(const py::handle& obj) {
 }
 
 torch::Tensor mask_like(const py::object& obj, const torch::Tensor& ids) {
-  torch::Tensor m = optional_int64(obj, "attention_mask");
+  torch::Tensor m = optional_int64(obj, "attention_mask", Elements::kIntegersOrBools);
   if (m.defined() && m.dim() == 1) m = m.unsqueeze(0);
+  // Checked here as well as in the model: logits_incremental slices the mask column by column first.
+  LLM4DSR_CHECK(!m.defined() || m.sizes() == ids.sizes(),
+                "attention_mask must be " << ids.sizes() << " like input_ids, got " << m.sizes());
   return m;
 }
 
@@ -152,7 +155,7 @@ void bind_model(py::module_& m) {
             torch::Tensor x = ids_2d(ids), mask = mask_like(attention_mask, x), pos = optional_int64(positions, "positions");
             py::gil_scoped_release release;
             torch::NoGradGuard no_grad;
-            return p.model->forward(p.on_device(x), p.on_device(mask), nullptr, p.on_device(pos))
+            return p.model->forward(p.ids_on_device(x), p.on_device(mask), nullptr, p.on_device(pos))
                 .to(torch::kCPU, torch::kFloat32);
           },
           py::arg("ids"), py::arg("attention_mask") = py::none(), py::arg("positions") = py::none(),
@@ -163,7 +166,7 @@ void bind_model(py::module_& m) {
             torch::Tensor x = ids_2d(ids), mask = mask_like(attention_mask, x);
             py::gil_scoped_release release;
             torch::NoGradGuard no_grad;
-            return p.model->forward_hidden(p.on_device(x), p.on_device(mask)).to(torch::kCPU, torch::kFloat32);
+            return p.model->forward_hidden(p.ids_on_device(x), p.on_device(mask)).to(torch::kCPU, torch::kFloat32);
           },
           py::arg("ids"), py::arg("attention_mask") = py::none(),
           "float32 CPU final hidden states [B, T, hidden] (after the last RMSNorm); no gradients.")
@@ -172,7 +175,7 @@ void bind_model(py::module_& m) {
           [](PyLlamaModel& p, const py::object& ids, const py::object& attention_mask) {
             torch::Tensor x = ids_2d(ids), mask = mask_like(attention_mask, x);
             py::gil_scoped_release release;
-            return p.model->forward(p.on_device(x), p.on_device(mask));
+            return p.model->forward(p.ids_on_device(x), p.on_device(mask));
           },
           py::arg("ids"), py::arg("attention_mask") = py::none(),
           "Logits in the model's dtype and device, with autograd (for training and gradient checks).")
@@ -185,7 +188,7 @@ void bind_model(py::module_& m) {
                           "prompt_length must be in [1, " << T << "], got " << prompt_length);
             py::gil_scoped_release release;
             torch::NoGradGuard no_grad;
-            x = p.on_device(x);
+            x = p.ids_on_device(x);
             mask = p.on_device(mask);
             KVCache cache = p.model->make_cache(x.size(0), T);
             std::vector<torch::Tensor> parts;

@@ -2,11 +2,49 @@
 // function per folder of include/llm4dsr.
 #include <pybind11/pybind11.h>
 
+#include <filesystem>
+#include <string>
+
+#include <c10/util/Exception.h>
+
 #include "bindings.h"
 #include "llm4dsr/error.h"
 #include "llm4dsr/runtime.h"
 
 namespace py = pybind11;
+
+namespace {
+
+// A message as valid UTF-8, each byte that is not part of a valid sequence written as \xNN: an error
+// can quote a line of a Latin-1 file, and Python would otherwise raise UnicodeDecodeError instead.
+std::string valid_utf8(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
+    if (ok && n > 1) {  // what Python's decoder refuses too: overlong forms, surrogates, beyond U+10FFFF
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      ok = !(n == 2 && c < 0xC2) && !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0) &&
+           !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90) && c <= 0xF4;
+    }
+    if (ok) {
+      out.append(s, i, n);
+      i += n;
+    } else {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xF];
+      ++i;
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_llm4dsr, m) {
   m.doc() = "llm4dsr: denoising sequential recommendation with a fine-tuned language model";
@@ -17,7 +55,19 @@ PYBIND11_MODULE(_llm4dsr, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const llm4dsr::Error& e) {
-      py::set_error(error, e.what());
+      py::set_error(error, valid_utf8(e.what()).c_str());
+    }
+  });
+  // Failures from below our checks, raised inside this module's calls, reach Python as llm4dsr.Error too
+  // (local: torch's own functions keep their exception types): a file system refusal names the path,
+  // a libtorch error comes without its C++ backtrace.
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::filesystem::filesystem_error& e) {
+      py::set_error(error, valid_utf8(e.what()).c_str());
+    } catch (const c10::Error& e) {
+      py::set_error(error, valid_utf8(e.what_without_backtrace()).c_str());
     }
   });
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings.h"
 #include "llm4dsr/error.h"
 #include "llm4dsr/model/llama_model.h"
 #include "llm4dsr/runtime.h"
@@ -58,15 +59,18 @@ inline torch::Device parse_device(const std::string& name) {
   return device;
 }
 
-// A torch tensor as is, or anything numpy can turn into an integer array (lists, numpy arrays).
-inline torch::Tensor int64_tensor(const py::handle& obj, const char* what) {
+// A torch tensor as is, or anything numpy can turn into an integer array (lists, numpy arrays), as int64.
+// Float data is refused, not truncated; booleans only where `elements` allows them (masks, not ids).
+inline torch::Tensor int64_tensor(const py::handle& obj, const char* what, Elements elements = Elements::kIntegers) {
   if (THPVariable_Check(obj.ptr())) {
     torch::Tensor t = THPVariable_Unpack(obj.ptr());
-    LLM4DSR_CHECK(!t.is_floating_point() && !t.is_complex(), what << " must hold integers, got " << t.scalar_type());
+    LLM4DSR_CHECK(!t.is_floating_point() && !t.is_complex() &&
+                      (t.scalar_type() != torch::kBool || elements == Elements::kIntegersOrBools),
+                  what << " must hold integers" << (elements == Elements::kIntegersOrBools ? " or booleans" : "")
+                       << ", got " << t.scalar_type());
     return t.to(torch::kInt64);
   }
-  auto arr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(obj);
-  LLM4DSR_CHECK(arr, what << " must be a torch tensor or an integer array, got " << std::string(py::str(obj.attr("__class__").attr("__name__"))));
+  auto arr = typed_array<int64_t>(obj, what, elements);
   std::vector<int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
   return torch::from_blob(const_cast<int64_t*>(arr.data()), shape, torch::kInt64).clone();
 }
@@ -85,6 +89,12 @@ struct PyLlamaModel {
 
   torch::Device device() const { return model->device(); }
   torch::Tensor on_device(const torch::Tensor& t) const { return t.defined() ? t.to(device()) : t; }
+  // Input ids on the model's device; host ids bound for a GPU are range-checked before the copy (the
+  // model checks CPU ids itself).
+  torch::Tensor ids_on_device(const torch::Tensor& ids) const {
+    if (!device().is_cpu() && ids.device().is_cpu()) model->check_token_ids(ids);
+    return on_device(ids);
+  }
 };
 
 }  // namespace llm4dsr::bindings

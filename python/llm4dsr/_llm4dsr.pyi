@@ -73,7 +73,7 @@ class Sequence:
     def __init__(self: typing.Sequence) -> None:
         ...
     @typing.overload
-    def __init__(self: typing.Sequence, user_id: str, items: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
+    def __init__(self: typing.Sequence, user_id: str, items: typing.Any) -> None:
         ...
     def __len__(self: typing.Sequence) -> int:
         ...
@@ -93,7 +93,7 @@ class Sequence:
     def items(self) -> numpy.typing.NDArray[numpy.int64]:
         ...
     @items.setter
-    def items(self, arg1: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
+    def items(self, arg1: typing.Any) -> None:
         ...
     @property
     def labels(self) -> numpy.typing.NDArray[numpy.uint8]:
@@ -101,7 +101,7 @@ class Sequence:
         Noise label per position: 0 clean, 1 injected noise, 2 replaced for self-supervised training; empty when unknown.
         """
     @labels.setter
-    def labels(self, arg1: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8]) -> None:
+    def labels(self, arg1: typing.Any) -> None:
         ...
     @property
     def offset(self) -> int:
@@ -113,7 +113,7 @@ class Sequence:
     def original_items(self) -> numpy.typing.NDArray[numpy.int64]:
         ...
     @original_items.setter
-    def original_items(self, arg1: typing.Annotated[numpy.typing.ArrayLike, numpy.int64]) -> None:
+    def original_items(self, arg1: typing.Any) -> None:
         ...
     @property
     def target(self) -> int:
@@ -122,7 +122,7 @@ class Sequence:
     def timestamps(self) -> numpy.typing.NDArray[numpy.float64]:
         ...
     @timestamps.setter
-    def timestamps(self, arg1: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> None:
+    def timestamps(self, arg1: typing.Any) -> None:
         ...
 class SequenceSet:
     """

@@ -110,6 +110,24 @@ struct Generator::Impl {
     }
   }
 
+  // Excluded ids are item ids like the sequence's (the Grounder refuses unknown ones too); under
+  // constraints at least one title must stay allowed, or decoding could only emit the end token.
+  void check_exclude(const std::vector<int64_t>& exclude, size_t index) const {
+    const auto N = static_cast<int64_t>(titles.size()) - 1;
+    for (int64_t id : exclude)
+      LLM4DSR_CHECK(id >= 1 && id <= N, "request " << index << ": excluded item id " << id
+                                                   << " is outside the catalogue's 1.." << N);
+    if (!options.constrained) return;
+    std::vector<int64_t> unique(exclude);
+    std::sort(unique.begin(), unique.end());
+    unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
+    const auto excluded_titles = std::count_if(unique.begin(), unique.end(),
+                                               [&](int64_t id) { return !paths[static_cast<size_t>(id)].empty(); });
+    LLM4DSR_CHECK(excluded_titles < trie_titles, "request " << index << ": all " << trie_titles
+                                                            << " catalogue titles are excluded; constrained decoding "
+                                                               "has no title left to generate");
+  }
+
   std::vector<std::string> titles_of(const std::vector<int64_t>& items) const {
     std::vector<std::string> out;
     out.reserve(items.size());
@@ -188,7 +206,7 @@ struct Generator::Impl {
     std::sort(unique.begin(), unique.end());
     unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
     for (int64_t id : unique) {
-      if (id < 1 || id >= static_cast<int64_t>(paths.size()) || paths[static_cast<size_t>(id)].empty()) continue;
+      if (paths[static_cast<size_t>(id)].empty()) continue;  // ids checked by check_exclude
       const auto& path = paths[static_cast<size_t>(id)];
       int32_t node = 0;
       ++counts[0];
@@ -370,6 +388,7 @@ std::vector<Suggestion> Generator::generate(const std::vector<GenerationRequest>
   prompts.reserve(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
     std::vector<int64_t> ids = d.prompt_ids(requests[i], i);
+    d.check_exclude(requests[i].exclude, i);
     if (d.options.constrained && !d.requote.empty()) {
       // The trie decodes the opening quote's token(s) again (see build_trie).
       const size_t k = d.requote.size();

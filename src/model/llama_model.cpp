@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include <torch/torch.h>
@@ -315,7 +316,7 @@ torch::Tensor LlamaMLPImpl::forward(const torch::Tensor& x) { return down_proj(a
 
 torch::Tensor LlamaMLPImpl::activation(const torch::Tensor& x) {
   if (!at::GradMode::is_enabled() && !gate_proj->bias.defined() && !up_proj->bias.defined() &&
-      !(gate_proj->has_adapter() && !gate_proj->merged()) && !(up_proj->has_adapter() && !up_proj->merged())) {
+      !gate_proj->adds_branch() && !up_proj->adds_branch()) {
     torch::Tensor fused = detail::fused_swiglu(x, gate_proj->inference_weight(x), up_proj->inference_weight(x),
                                                gate_proj->out_features());
     if (fused.defined()) return fused;
@@ -422,11 +423,24 @@ KVCache LlamaModelImpl::make_cache(int64_t batch_size, int64_t max_length) const
   return KVCache(config_, batch_size, max_length, dtype_, device_);
 }
 
+void LlamaModelImpl::check_token_ids(const torch::Tensor& ids) const {
+  LLM4DSR_CHECK(ids.device().is_cpu() && ids.scalar_type() == torch::kInt64,
+                "check_token_ids: expected int64 ids on the CPU, got " << ids.scalar_type() << " on " << ids.device());
+  if (ids.numel() == 0) return;
+  const torch::Tensor c = ids.contiguous();
+  const int64_t* p = c.data_ptr<int64_t>();
+  const auto [lo, hi] = std::minmax_element(p, p + c.numel());
+  LLM4DSR_CHECK(*lo >= 0 && *hi < config_.vocab_size, "LlamaModel: input_ids hold token id "
+                                                          << (*lo < 0 ? *lo : *hi) << ", outside the vocabulary [0, "
+                                                          << config_.vocab_size << ")");
+}
+
 void LlamaModelImpl::check_forward_inputs(const torch::Tensor& input_ids, const KVCache* cache) const {
   LLM4DSR_CHECK(input_ids.dim() == 2, "LlamaModel: input_ids must be [batch, seq], got shape " << input_ids.sizes());
   LLM4DSR_CHECK(input_ids.scalar_type() == torch::kInt64, "LlamaModel: input_ids must be int64, got " << input_ids.scalar_type());
   const int64_t B = input_ids.size(0), T = input_ids.size(1);
   LLM4DSR_CHECK(T > 0 && B > 0, "LlamaModel: empty input_ids " << input_ids.sizes());
+  if (input_ids.device().is_cpu()) check_token_ids(input_ids);
   if (!cache) return;
   LLM4DSR_CHECK(cache->allocated() && cache->batch_size() == B && cache->num_layers() == config_.num_hidden_layers,
                 "LlamaModel: the KV cache was made for " << cache->batch_size() << " rows and " << cache->num_layers()

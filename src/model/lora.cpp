@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include "llm4dsr/error.h"
+#include "llm4dsr/model/lora_guard.h"
 #include "internal/bf16_kernels.h"
 #include "internal/dropout_mask.h"
 #include "model/bf16x3_linear.h"
@@ -443,15 +444,24 @@ torch::Tensor LoraLinearImpl::forward_add(const torch::Tensor& x, const torch::T
   return add_lora(out, x);
 }
 
+bool LoraLinearImpl::adds_branch() const {
+  // Unmerged: the branch is added unless bypassed. Merged: the weight holds it, and a bypass on this
+  // thread (LoraBypassGuard) needs it subtracted.
+  return lora_A.defined() && merged_ == lora_bypassed_on_this_thread();
+}
+
 torch::Tensor LoraLinearImpl::add_lora(const torch::Tensor& y, const torch::Tensor& x) {
-  if (!lora_A.defined() || merged_) return y;
-  const double dropout = is_training() ? dropout_ : 0.0;
+  if (!adds_branch()) return y;
+  // Under a LoraBypassGuard a merged product has the branch taken back out (no dropout, scale negated).
+  const bool bypass = merged_;
+  const double scaling = bypass ? -scaling_ : scaling_;
+  const double dropout = is_training() && !bypass ? dropout_ : 0.0;
   const bool fp32_adapters = lora_A.scalar_type() == torch::kFloat32;
   if (at::GradMode::is_enabled() && x.device().is_cpu() && !at::autocast::is_autocast_enabled(x.device().type()) &&
       (dropout == 0.0 || fp32_adapters)) {
     if (y.scalar_type() == torch::kBFloat16 && x.scalar_type() == torch::kBFloat16 && fp32_adapters)
-      return LoraBranchBf16::apply(y, x, lora_A, lora_B, dropout, scaling_);
-    return LoraBranch::apply(y, x, lora_A, lora_B, dropout, scaling_);
+      return LoraBranchBf16::apply(y, x, lora_A, lora_B, dropout, scaling);
+    return LoraBranch::apply(y, x, lora_A, lora_B, dropout, scaling);
   }
   torch::Tensor h;
   if (dropout > 0.0 && x.device().is_cpu() && !at::GradMode::is_enabled() && fp32_adapters) {
@@ -461,7 +471,7 @@ torch::Tensor LoraLinearImpl::add_lora(const torch::Tensor& y, const torch::Tens
     if (dropout > 0.0) h = torch::dropout(h, dropout, /*train=*/true);
   }
   // The scale goes on the rank-r intermediate ([tokens, r]) rather than on the [tokens, out] product.
-  const torch::Tensor down = torch::linear(h, lora_A).reshape({-1, rank_}) * scaling_;
+  const torch::Tensor down = torch::linear(h, lora_A).reshape({-1, rank_}) * scaling;
   const bool same_dtype = y.scalar_type() == lora_B.scalar_type();
   if (!at::GradMode::is_enabled()) {
     if (same_dtype && y.is_contiguous()) {

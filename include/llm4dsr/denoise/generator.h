@@ -61,8 +61,9 @@ struct GeneratorOptions {
 struct GenerationRequest {
   std::vector<int64_t> items;
   int64_t position = 0;
-  // Items the constrained decoder must not produce (e.g. the sequence's items). Unconstrained
-  // decoding ignores it (the Grounder excludes them instead).
+  // Items the constrained decoder must not produce (e.g. the sequence's items), ids 1..N; an Error
+  // when they are not, or when they leave no title to produce. Unconstrained decoding ignores
+  // them (the Grounder excludes them instead).
   std::vector<int64_t> exclude;
 };
 

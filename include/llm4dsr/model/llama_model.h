@@ -140,6 +140,9 @@ class LlamaModelImpl : public torch::nn::Module {
   KVCache make_cache(int64_t batch_size, int64_t max_length) const;
 
   const ModelConfig& config() const { return config_; }
+  // Error unless every id of `ids` (int64, on the CPU) is in [0, vocab_size). Forward runs it on CPU ids;
+  // on a GPU it would cost a device sync per call, so ids bound for one are checked on the host first.
+  void check_token_ids(const torch::Tensor& ids) const;
   torch::Device device() const { return device_; }
   torch::Dtype dtype() const { return dtype_; }
   // Moves every parameter (LoRA adapters keep fp32 on a bf16/fp16 base).
@@ -186,7 +189,8 @@ class LlamaModelImpl : public torch::nn::Module {
                            const torch::Tensor& keep_positions = {}, const torch::Tensor& token_mask = {});
   torch::Tensor forward_hidden_impl(const torch::Tensor& input_ids, const torch::Tensor& attention_mask, KVCache* cache,
                                     const torch::Tensor& keep_positions);
-  // Error unless input_ids is int64 [B > 0, T > 0] and the cache (if any) was made for B rows and this model.
+  // Error unless input_ids is int64 [B > 0, T > 0] (its ids in the vocabulary, when on the CPU) and the
+  // cache (if any) was made for B rows and this model.
   void check_forward_inputs(const torch::Tensor& input_ids, const KVCache* cache) const;
   // positions ([K] or [B, K], negative from the end) as int64 in [0, T) on `device`; Error otherwise.
   static torch::Tensor checked_positions(const torch::Tensor& positions, int64_t B, int64_t T, torch::Device device);

@@ -70,8 +70,7 @@ class LoraLinearImpl : public torch::nn::Module {
   void set_weight_packing(bool enabled);
   bool weight_packing() const;
   bool has_packed_weight() const;
-  // y + s * B(A(dropout(x))) for y = the base output at x; y unchanged without an active (unmerged)
-  // adapter. The sum is formed in the adapter's dtype and cast to y's (PEFT's order); in place on y
+  // y + s * B(A(dropout(x))) for y = the base output at x; y unchanged where adds_branch() is false. The sum is formed in the adapter's dtype and cast to y's (PEFT's order); in place on y
   // while no gradient is recorded.
   torch::Tensor add_lora(const torch::Tensor& y, const torch::Tensor& x);
 
@@ -81,6 +80,9 @@ class LoraLinearImpl : public torch::nn::Module {
   void remove_adapter();  // unmerges first when merged
   bool has_adapter() const { return lora_A.defined(); }
   bool merged() const { return merged_; }
+  // Whether forward adds a low-rank branch to the stored weight's product on this thread: an unmerged
+  // adapter, or a merged one under a LoraBypassGuard (subtracted). Without one, forward is x W^T (+ b).
+  bool adds_branch() const;
   // W += s * B A (computed in fp32); forward then skips the low-rank path. No-op when already merged.
   void merge();
   void unmerge();

@@ -1,44 +1,38 @@
-// LoraBypassGuard: runs a LlamaModel as its base model (adapters switched off) for one scope.
+// LoraBypassGuard: runs models as their base models (LoRA adapters switched off) for one scope, on the
+// thread that holds it.
 //
 // The Embedder grounds generated text against catalogue embeddings of the base model (the authors
 // embed with the model before fine-tuning), while the same LlamaModel object carries the adapters
-// used for scoring and generation. Removing and re-adding adapters would lose them; this guard only
-// detaches them for its lifetime:
-//   - unmerged adapters: the LoraLinear's lora_A / lora_B handles are set aside (the registered
-//     parameters keep the tensors, so parameters(), state dicts and optimiser references are
-//     untouched) and forward takes the plain-linear path, exactly the base model's output;
-//   - merged adapters: unmerged (then detached as above) for the scope and merged again on exit. W + sBA - sBA is W up to
-//     rounding in the weights' dtype (exact enough in fp32; bf16 weights may move by one ulp).
-// The model must not be used elsewhere (another thread, a training step) while a guard is alive.
+// used for scoring and generation, possibly from other threads at the same time. So the guard
+// changes no module state: it raises a thread-local flag that LoraLinear reads in forward, and other
+// threads keep their adapters. While it is alive, on its thread:
+//   - unmerged adapters: the low-rank branch is skipped, exactly the base model's output;
+//   - merged adapters: the branch is subtracted from the merged product, (W + sBA)x - sB(Ax), the base
+//     output up to rounding (fp32: ~1e-6 relative; bf16 weights: within the merged weight's ulp).
+// Guards nest; the flag holds for every model run on the thread, not only the one named.
 #pragma once
 
-#include <vector>
-
-#include <torch/types.h>
+#include <cstddef>
 
 #include "llm4dsr/model/llama_model.h"
-#include "llm4dsr/model/lora.h"
 
 namespace llm4dsr {
 
 class LoraBypassGuard {
  public:
-  explicit LoraBypassGuard(LlamaModel model);
+  explicit LoraBypassGuard(const LlamaModel& model);
   ~LoraBypassGuard();
   LoraBypassGuard(const LoraBypassGuard&) = delete;
   LoraBypassGuard& operator=(const LoraBypassGuard&) = delete;
 
-  // Number of adapters switched off (0 when the model has none).
-  size_t bypassed() const { return detached_.size(); }
+  // Number of the model's adapters switched off (0 when it has none).
+  size_t bypassed() const { return bypassed_; }
 
  private:
-  struct Detached {
-    LoraLinear module;
-    torch::Tensor lora_A, lora_B;
-  };
-  LlamaModel model_;
-  std::vector<Detached> detached_;
-  std::vector<LoraLinear> remerge_;
+  size_t bypassed_ = 0;
 };
+
+// Whether a LoraBypassGuard is alive on the calling thread.
+bool lora_bypassed_on_this_thread();
 
 }  // namespace llm4dsr
