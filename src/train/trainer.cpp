@@ -15,7 +15,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <numeric>
+#include <sstream>
 
 #include "internal/random.h"
 #include "llm4dsr/data/writers.h"
@@ -53,11 +55,19 @@ class AutocastGuard {
   at::ScalarType previous_dtype_ = at::kBFloat16;
 };
 
-void check_example(const TrainingExample& e, size_t index) {
+void check_example(const TrainingExample& e, size_t index, int64_t vocab_size) {
   LLM4DSR_CHECK(!e.input_ids.empty(), "training example " << index << " is empty");
   LLM4DSR_CHECK(e.labels.size() == e.input_ids.size(), "training example " << index << " has " << e.labels.size()
                                                                             << " labels for " << e.input_ids.size()
                                                                             << " input ids");
+  for (size_t t = 0; t < e.input_ids.size(); ++t) {
+    LLM4DSR_CHECK(e.input_ids[t] >= 0 && e.input_ids[t] < vocab_size,
+                  "training example " << index << ", position " << t << ": token id " << e.input_ids[t]
+                                      << " is outside the model's vocabulary [0, " << vocab_size << ")");
+    LLM4DSR_CHECK(e.labels[t] == kIgnoreIndex || (e.labels[t] >= 0 && e.labels[t] < vocab_size),
+                  "training example " << index << ", position " << t << ": label " << e.labels[t]
+                                      << " is neither " << kIgnoreIndex << " nor in the vocabulary [0, " << vocab_size << ")");
+  }
 }
 
 // Labelled tokens of an example after the causal shift: positions t >= 1 with labels[t] != -100.
@@ -209,6 +219,66 @@ struct LinearCrossEntropy : public torch::autograd::Function<LinearCrossEntropy>
   }
 };
 
+// What a checkpoint's training depends on besides the weights it holds, one "key=value" line each:
+// the options that shape the run, the trainable parameters and their adapters' settings, and a hash of
+// the examples. A resume under any other value would silently train something else.
+std::string run_signature(const TrainerOptions& o, const std::vector<std::pair<std::string, torch::Tensor>>& params,
+                          const LlamaModel& model, const std::vector<TrainingExample>& examples) {
+  std::ostringstream out;
+  out.precision(17);
+  out << "learning_rate=" << o.learning_rate << "\nweight_decay=" << o.weight_decay << "\nadam_betas=" << o.adam_beta1
+      << "," << o.adam_beta2 << "\nadam_epsilon=" << o.adam_epsilon << "\nmax_grad_norm=" << o.max_grad_norm
+      << "\nlr_scheduler=" << o.lr_scheduler << "\nwarmup=" << o.warmup_ratio << "," << o.warmup_steps
+      << "\nnum_epochs=" << o.num_epochs << "\nmax_steps=" << o.max_steps << "\nmicro_batch_size=" << o.micro_batch_size
+      << "\ngradient_accumulation_steps=" << o.gradient_accumulation_steps << "\nbf16=" << o.bf16
+      << "\nseed=" << o.seed << "\ndtype=" << model->dtype();
+  for (const auto& [name, proj] : model->projections())
+    if (proj->has_adapter())
+      out << "\nadapter " << name << "=r " << proj->rank() << ", scaling " << proj->scaling() << ", dropout "
+          << proj->dropout();
+  for (const auto& [name, t] : params) out << "\nparameter " << name << "=" << t.sizes();
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a over every example's length, ids and labels
+  auto mix = [&](int64_t v) {
+    for (int b = 0; b < 8; ++b) hash = (hash ^ ((static_cast<uint64_t>(v) >> (8 * b)) & 0xffu)) * 1099511628211ull;
+  };
+  for (const auto& e : examples) {
+    mix(static_cast<int64_t>(e.input_ids.size()));
+    for (int64_t v : e.input_ids) mix(v);
+    for (int64_t v : e.labels) mix(v);
+  }
+  out << "\nexamples=" << examples.size() << " (hash " << std::hex << hash << ")";
+  return out.str();
+}
+
+// The lines of `saved` whose value differs in `now`, for the error.
+std::string signature_differences(const std::string& saved, const std::string& now) {
+  auto parse = [](const std::string& text) {
+    std::map<std::string, std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      const auto eq = line.find('=');
+      lines[line.substr(0, eq)] = eq == std::string::npos ? "" : line.substr(eq + 1);
+    }
+    return lines;
+  };
+  const auto a = parse(saved), b = parse(now);
+  std::ostringstream out;
+  size_t shown = 0, differing = 0;
+  auto note = [&](const std::string& key, const std::string& then, const std::string& here) {
+    if (++differing > 6) return;
+    out << (shown++ ? "; " : "") << key << ": " << then << " then, " << here << " now";
+  };
+  for (const auto& [key, value] : a) {
+    const auto it = b.find(key);
+    if (it == b.end()) note(key, value, "absent");
+    else if (it->second != value) note(key, value, it->second);
+  }
+  for (const auto& [key, value] : b)
+    if (!a.count(key)) note(key, "absent", value);
+  if (differing > shown) out << "; and " << differing - shown << " more";
+  return out.str();
+}
+
 }  // namespace
 
 LossSum causal_lm_loss_sum(LlamaModel& model, const std::vector<const TrainingExample*>& batch, int64_t pad_token_id,
@@ -292,6 +362,10 @@ Trainer::Trainer(LlamaModel model, TrainerOptions options) : model_(std::move(mo
                 "lr_scheduler must be cosine, linear or constant, got '" << options_.lr_scheduler << "'");
   LLM4DSR_CHECK(options_.warmup_ratio >= 0 && options_.warmup_ratio < 1,
                 "warmup_ratio must be in [0, 1), got " << options_.warmup_ratio);
+  const int64_t vocab = model_->config().vocab_size;
+  LLM4DSR_CHECK(options_.pad_token_id >= 0 && options_.pad_token_id < vocab,
+                "pad_token_id must be a token of the model's vocabulary [0, " << vocab << "), got "
+                                                                            << options_.pad_token_id);
 }
 
 Trainer::~Trainer() = default;
@@ -322,7 +396,7 @@ double Trainer::learning_rate_at(int64_t step, int64_t total_steps) const {
 
 double Trainer::evaluate(const std::vector<TrainingExample>& examples) const {
   LLM4DSR_CHECK(!examples.empty(), "evaluate needs at least one example");
-  for (size_t i = 0; i < examples.size(); ++i) check_example(examples[i], i);
+  for (size_t i = 0; i < examples.size(); ++i) check_example(examples[i], i, model_->config().vocab_size);
   torch::NoGradGuard no_grad;
   LlamaModel model = model_;
   const bool was_training = model->is_training();
@@ -344,7 +418,7 @@ double Trainer::evaluate(const std::vector<TrainingExample>& examples) const {
 
 TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool resume) {
   LLM4DSR_CHECK(!examples.empty(), "train needs at least one example");
-  for (size_t i = 0; i < examples.size(); ++i) check_example(examples[i], i);
+  for (size_t i = 0; i < examples.size(); ++i) check_example(examples[i], i, model_->config().vocab_size);
   const auto params = trainable_parameters(model_);
   LLM4DSR_CHECK(!params.empty(), "the model has no trainable parameters (add LoRA adapters or unfreeze the base)");
   std::vector<torch::Tensor> tensors;
@@ -378,6 +452,16 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
     } catch (const c10::Error& e) {
       LLM4DSR_THROW("cannot read training checkpoint " << checkpoint.string() << ": " << e.what_without_backtrace());
     }
+    // Checked first: with other trainable parameters the reads below would fail on a missing key.
+    c10::IValue saved_signature;
+    if (archive.try_read("signature", saved_signature)) {  // checkpoints before it was written have none
+      const std::string now = run_signature(options_, params, model_, examples);
+      LLM4DSR_CHECK(saved_signature.toStringRef() == now,
+                    "checkpoint " << checkpoint.string() << " was written by a run with other settings ("
+                                  << signature_differences(saved_signature.toStringRef(), now)
+                                  << "): resume needs the same data and options; start without resume, or use "
+                                     "another output folder");
+    }
     torch::Tensor meta;
     archive.read("meta", meta);
     meta = meta.cpu();  // read onto the model's device with the rest
@@ -390,7 +474,9 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
     torch::NoGradGuard no_grad;
     for (const auto& p : params) {
       torch::Tensor saved;
-      archive.read("param." + p.first, saved);
+      LLM4DSR_CHECK(archive.try_read("param." + p.first, saved),
+                    "checkpoint " << checkpoint.string() << " has no parameter " << p.first
+                                  << ": it was written for other trainable parameters");
       LLM4DSR_CHECK(saved.sizes() == p.second.sizes(), "checkpoint " << checkpoint.string() << ": parameter "
                                                                       << p.first << " has shape " << saved.sizes()
                                                                       << ", the model has " << p.second.sizes());
@@ -411,11 +497,13 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
     result.resumed_from_step = start_step;
   }
 
+  const std::string signature = checkpoint.empty() ? std::string() : run_signature(options_, params, model_, examples);
   auto save_checkpoint = [&](int64_t steps_done) {
     if (checkpoint.empty()) return;
     fs::create_directories(checkpoint.parent_path());
     torch::serialize::OutputArchive archive;
     archive.write("meta", torch::tensor({steps_done, num_examples, total}, torch::kInt64));
+    archive.write("signature", c10::IValue(signature));
     for (const auto& p : params) archive.write("param." + p.first, p.second.detach().cpu());
     torch::serialize::OutputArchive opt_archive;
     optimizer.save(opt_archive);

@@ -122,3 +122,35 @@ def test_pretrain_from_scratch_learns_the_data_and_saves_a_loadable_folder(tmp_p
     assert np.allclose(loaded.model.logits(ids).numpy(), model.model.logits(ids).numpy(), atol=1e-5)
     unk = model.tokenizer.unk_id
     assert all(unk not in model.tokenizer.encode(t) for t in ds.catalog.titles if t)
+
+
+def test_resume_refuses_other_settings_and_bad_token_ids(task, tmp_path):
+    tok, cfg, data, _ = task
+    data = data[:16]
+
+    def fresh(targets="all-linear", alpha=8):
+        m = llm4dsr.LlamaModel(cfg, seed=5)
+        m.add_lora(r=4, alpha=alpha, dropout=0.0, target_modules=targets, seed=2)
+        return m
+
+    opts = dict(learning_rate=2e-3, num_epochs=1, micro_batch_size=8, progress=False, pad_token_id=tok.pad_id, seed=11,
+                output_dir=str(tmp_path))
+    llm4dsr.Trainer(fresh(), **opts).train(data)  # leaves its checkpoint
+    for model, changes, message in (
+            (fresh(), dict(learning_rate=1e-3), "learning_rate: 0.002 then, 0.001 now"),
+            (fresh(), dict(seed=12), "seed: 11 then, 12 now"),
+            (fresh(alpha=16), {}, ": r 4, scaling 2, dropout 0 then, r 4, scaling 4, dropout 0 now"),
+            (fresh(targets=["q_proj", "v_proj"]), {}, "adapter model.layers.0.mlp.down_proj: r 4"),
+    ):
+        with pytest.raises(llm4dsr.Error, match="was written by a run with other settings") as e:
+            llm4dsr.Trainer(model, **{**opts, **changes}).train(data, resume=True)
+        assert message in str(e.value), str(e.value)
+    with pytest.raises(llm4dsr.Error, match=r"examples: 16 \(hash [0-9a-f]+\) then, 15"):
+        llm4dsr.Trainer(fresh(), **opts).train(data[:15], resume=True)
+    assert llm4dsr.Trainer(fresh(), **opts).train(data, resume=True)["resumed_from_step"] == 2
+
+    bad = llm4dsr.TrainingExample(list(data[0].input_ids[:5]) + [cfg.vocab_size], list(data[0].labels[:6]))
+    with pytest.raises(llm4dsr.Error, match=f"training example 1, position 5: token id {cfg.vocab_size} is outside"):
+        llm4dsr.Trainer(fresh(), learning_rate=1e-3, progress=False).train([data[0], bad])
+    with pytest.raises(llm4dsr.Error, match="pad_token_id must be a token of the model's vocabulary"):
+        llm4dsr.Trainer(fresh(), pad_token_id=-1)

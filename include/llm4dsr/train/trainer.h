@@ -48,7 +48,7 @@ struct TrainerOptions {
   int64_t micro_batch_size = 8;
   int64_t gradient_accumulation_steps = 1;
   bool bf16 = false;                   // bf16 autocast for the forward/backward
-  int64_t pad_token_id = 0;            // any id: padded positions are masked out
+  int64_t pad_token_id = 0;            // any token of the vocabulary: padded positions are masked out
   uint64_t seed = 0;                   // data order and dropout
   std::string output_dir;              // empty: no checkpoints
   int64_t save_steps = 0;              // checkpoint every N steps (0: only at the end when output_dir is set)
