@@ -29,7 +29,7 @@ def _read(args):
 
     dataset = llm4dsr.read_dataset(args.data, format=args.format, title_field=args.title_field,
                                    extra_field=args.extra_field)
-    if args.min_user_interactions > 0 or args.min_item_interactions > 0:
+    if args.min_user_interactions != 0 or args.min_item_interactions != 0:  # negative ones: the library's error
         llm4dsr.kcore_filter(dataset, args.min_user_interactions, args.min_item_interactions)
     return dataset
 
@@ -135,6 +135,22 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def _check_resumed_base(out: str, base_name: str, resume: bool) -> None:
+    import llm4dsr
+    from llm4dsr import pipeline
+
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "finetune_base.json")
+    base = {"base": pipeline.model_fingerprint(base_name)}
+    if resume and os.path.exists(path) and os.path.exists(os.path.join(out, "checkpoint.pt")):
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved != base:
+            raise llm4dsr.Error(f"{out}: its checkpoint was trained on base {json.dumps(saved.get('base'))}, this run's is "
+                                f"{json.dumps(base['base'])}; resume with the same --base, or start without --resume")
+    pipeline.write_atomic(path, json.dumps(base, indent=2))
+
+
 def cmd_finetune(args) -> int:
     import llm4dsr
 
@@ -170,6 +186,9 @@ def cmd_finetune(args) -> int:
         model.add_lora(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout, target_modules=targets,
                        seed=args.seed)
         trainable = f"LoRA r={args.lora_r} on {args.target_modules}"
+    # The trainer's checkpoint checks the options, examples and trainable parameters on --resume; the base
+    # weights are not in it, so the base a resumed run continues on is checked here.
+    _check_resumed_base(args.out, base_name, args.resume)
     callback, close = _progress_callback("finetune", not args.json)
     pad = base.tokenizer.pad_id if base.tokenizer.pad_id >= 0 else 0
     trainer = llm4dsr.Trainer(model, learning_rate=learning_rate, num_epochs=epochs, micro_batch_size=args.batch_size,
@@ -419,7 +438,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             llm4dsr.set_fp32_gemm(args.fp32_gemm)
         _resolve_dtype(args)
         return args.func(args)
-    except llm4dsr.Error as e:
+    except (llm4dsr.Error, OSError) as e:  # OSError: an output folder that cannot be made or written, a full disk
         print(f"llm4dsr: error: {e}", file=sys.stderr)
         return 2
 

@@ -8,20 +8,23 @@ Units of work over the windows of a split (see ``Denoiser`` in the C++ headers):
   window  every window's history separately (the paper's protocol: an interaction is scored once
           per window that holds it).
 
-Resumability: scores and reports are appended to ``<out>/work/<split>.{scores,report}.jsonl`` one
-chunk at a time (flushed and fsynced), so an interrupted run loses nothing it wrote; a re-run reads
-them back (dropping a partly written last line) and continues with the next chunk. Correction is a
-deterministic function of the scores, eta and the seed, so a resumed run equals an uninterrupted
-one. Final outputs (the denoised splits, ``report.jsonl``, ``summary.json``) are written to a temp
-file and renamed.
+Resumability: scores and reports are appended to ``<out>/work/scores-<hash>/<split>.scores.jsonl`` and
+``.../reports-<hash>/<split>.report.jsonl`` one chunk at a time (flushed and fsynced), so an interrupted
+run loses nothing it wrote; a re-run reads them back (dropping a partly written last line) and
+continues with the next chunk. The hashes are of the settings each depends on (see ``_WorkFolder``):
+a re-run with other settings works in its own folders. Correction is a deterministic function of the
+scores, eta and the seed, so a resumed run equals an uninterrupted one. Final outputs (the denoised
+splits, ``report.jsonl``, ``summary.json``) are written to a temp file and renamed.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import random
 import time
+import zlib
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -34,20 +37,27 @@ SPLITS = ("train", "valid", "test")
 # ---- resumable JSON-lines files ----
 
 def _read_jsonl_prefix(path: str) -> List[dict]:
-    """The complete records of a JSON-lines file; a partly written last line (a killed run) is cut off."""
+    """The complete records of a JSON-lines file, each ended by its newline; what follows the last one (a
+    line a killed run left half written, or whole but without its newline) is cut off. A damaged line
+    before that is an error: dropping it would silently drop every good line after it too."""
     if not os.path.exists(path):
         return []
     records, good = [], 0
     with open(path, "rb") as f:
         data = f.read()
-    for line in data.split(b"\n"):
-        if not line.endswith(b"}"):
+    while True:
+        end = data.find(b"\n", good)
+        if end < 0:
             break
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-        good += len(line) + 1
+            record = json.loads(data[good:end])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = None
+        if not isinstance(record, dict):
+            raise llm4dsr.Error(f"{path}: line {len(records) + 1} is damaged (not a JSON object); delete the file to "
+                                f"compute it again")
+        records.append(record)
+        good = end + 1
     if good != len(data):
         with open(path, "r+b") as f:
             f.truncate(good)
@@ -62,7 +72,7 @@ def _resume_point(path: str, chunk_size: int) -> List[dict]:
     keep = len(done) // chunk_size * chunk_size
     if keep != len(done):
         done = done[:keep]
-        _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done))
+        write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done))
     return done
 
 
@@ -74,13 +84,21 @@ def _append_jsonl(path: str, records: Sequence[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def _write_atomic(path: str, text: str) -> None:
+def write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk or an interrupt: no temp file is left behind (each run's would carry its own pid).
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _scores_record(i: int, s) -> dict:
@@ -118,10 +136,7 @@ def score_resumable(denoiser, sequences: List[np.ndarray], path: str, chunk_size
                     progress: bool = True, desc: str = "score") -> list:
     """Scores `sequences` chunk by chunk, appending to `path`; continues what is already there."""
     done = _resume_point(path, chunk_size)
-    for k, r in enumerate(done):
-        if r["i"] != k or r["items"] != sequences[k].tolist():
-            raise llm4dsr.Error(f"{path}: line {k + 1} does not belong to this run (sequence {k} differs); "
-                                f"delete the file or use another --out")
+    _check_resumed(path, done, sequences)
     bar = _progress(len(sequences), desc, progress)
     if bar:
         bar.update(len(done))
@@ -137,9 +152,25 @@ def score_resumable(denoiser, sequences: List[np.ndarray], path: str, chunk_size
     return [_scores_from_record(r) for r in done]
 
 
+def _input_crc(sequence: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(sequence, dtype=np.int64).tobytes())
+
+
+def _check_resumed(path: str, done: List[dict], sequences: List[np.ndarray]) -> None:
+    """Each line a re-run keeps must be of this run's sequences, in order: a scores line holds its
+    sequence's items, a report line (whose items are the corrected ones) a checksum of them."""
+    for k, r in enumerate(done):
+        same = k < len(sequences) and r.get("i") == k and (
+            r.get("input_crc") == _input_crc(sequences[k]) if "input_crc" in r else r.get("items") == sequences[k].tolist())
+        if not same:
+            raise llm4dsr.Error(f"{path}: line {k + 1} does not belong to this run (sequence {k} differs); "
+                                f"delete the file or use another --out")
+
+
 def correct_resumable(denoiser, sequences: List[np.ndarray], scores: list, eta: float, protect, path: str,
                       chunk_size: int = 64, progress: bool = True, desc: str = "correct") -> list:
     done = _resume_point(path, chunk_size)
+    _check_resumed(path, done, sequences)
     bar = _progress(len(sequences), desc, progress)
     if bar:
         bar.update(len(done))
@@ -147,7 +178,8 @@ def correct_resumable(denoiser, sequences: List[np.ndarray], scores: list, eta: 
         end = min(len(sequences), start + chunk_size)
         reports = denoiser.correct(sequences[start:end], scores[start:end] if scores else [], eta,
                                    protect[start:end] if protect is not None else None, first_index=start)
-        records = [_report_record(start + j, r) for j, r in enumerate(reports)]
+        records = [dict(_report_record(start + j, r), input_crc=_input_crc(sequences[start + j]))
+                   for j, r in enumerate(reports)]
         _append_jsonl(path, records)
         done.extend(records)
         if bar:
@@ -155,6 +187,79 @@ def correct_resumable(denoiser, sequences: List[np.ndarray], scores: list, eta: 
     if bar:
         bar.close()
     return [_report_from_record(r) for r in done]
+
+
+# ---- what a work folder was written with ----
+
+def model_fingerprint(model_path: str) -> dict:
+    """The model as loaded: its resolved path and the size and modification time of each file under it
+    (training checkpoints aside), so that a model folder written again is a different model."""
+    if model_path in llm4dsr.known_model_names():
+        return {"name": model_path}
+    path = os.path.abspath(model_path)
+    files = {}
+    if os.path.isdir(path):
+        for root, _, names in os.walk(path):
+            for name in names:
+                if name.startswith("checkpoint"):
+                    continue
+                full = os.path.join(root, name)
+                st = os.stat(full)
+                files[os.path.relpath(full, path)] = [st.st_size, st.st_mtime_ns]
+    elif os.path.exists(path):
+        st = os.stat(path)
+        files[os.path.basename(path)] = [st.st_size, st.st_mtime_ns]
+    return {"path": path, "files": dict(sorted(files.items()))}
+
+
+def _settings_folder(parent: str, prefix: str, settings: dict) -> str:
+    """parent/<prefix>-<hash of settings>, made with a settings.json that says what it holds."""
+    text = json.dumps(settings, indent=2, sort_keys=True)
+    folder = os.path.join(parent, f"{prefix}-{hashlib.sha1(text.encode()).hexdigest()[:12]}")
+    os.makedirs(folder, exist_ok=True)
+    if not os.path.exists(os.path.join(folder, "settings.json")):
+        write_atomic(os.path.join(folder, "settings.json"), text + "\n")
+    return folder
+
+
+class _WorkFolder:
+    """<out>/work: the chunks of scores and reports a re-run continues from, one folder per set of
+    settings they depend on, and a lock that keeps a second run from appending to the same files.
+
+    Scores live in work/scores-<hash>/ of the settings that make them (model files, mode, dtype, device,
+    unit, batch and chunk sizes), reports below it in reports-<hash>/ of the settings added on top
+    (policy, budget, eta, seed, decoding). A re-run under the same settings continues where it stopped;
+    under others it starts its own folder and loses nothing: trying another budget or eta reuses the
+    scores, and going back to earlier settings finds their work again."""
+
+    def __init__(self, out: str):
+        import fcntl
+
+        self.path = os.path.join(out, "work")
+        os.makedirs(self.path, exist_ok=True)
+        self._lock = open(os.path.join(self.path, ".lock"), "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise llm4dsr.Error(f"{out}: another llm4dsr run is writing there; wait for it to end or use another --out")
+        self.scores_dir: Optional[str] = None
+        self.reports_dir: Optional[str] = None
+
+    def use_scoring(self, settings: dict) -> None:
+        self.scores_dir = _settings_folder(self.path, "scores", settings)
+
+    def use_correction(self, settings: dict) -> None:
+        self.reports_dir = _settings_folder(self.scores_dir, "reports", settings)
+
+    def scores_file(self, split: str) -> str:
+        return os.path.join(self.scores_dir, f"{split}.scores.jsonl")
+
+    def report_file(self, split: str) -> str:
+        return os.path.join(self.reports_dir, f"{split}.report.jsonl")
+
+    def close(self) -> None:
+        self._lock.close()
 
 
 # ---- units of work ----
@@ -233,6 +338,9 @@ def build_denoiser(model_path: str, catalog, device: str = "cpu", dtype: str = "
                    num_beams: int = 4, micro_batch_size: Optional[int] = None, seed: int = 0):
     pretrained = llm4dsr.load_pretrained(model_path, device=device, dtype=dtype)
     card = pretrained.card
+    if card.prompt_template not in llm4dsr.PromptTemplate.names():  # checked here: templates may be registered late
+        raise llm4dsr.Error(f"{os.path.join(model_path, 'llm4dsr.json')}: key 'prompt_template': unknown template "
+                            f"'{card.prompt_template}' (known: {', '.join(llm4dsr.PromptTemplate.names())})")
     common = dict(template=card.prompt_template, chat_format=card.chat_format, max_prompt_tokens=card.max_prompt_tokens)
     if micro_batch_size is not None:  # else each class's own default (scorer 32, generator 16)
         common["micro_batch_size"] = micro_batch_size
@@ -254,9 +362,20 @@ def run_denoise(splits, catalog, model_path: str, out: str, denoise_splits: Sequ
                 unit: str = "user", quantile: float = 0.9, eta: Optional[float] = None, progress: bool = True,
                 chunk_size: int = 64, score_only: bool = False, **denoiser_options) -> Dict[str, object]:
     """Runs the job; returns the summary (also written to <out>/summary.json)."""
+    if chunk_size < 1:
+        raise llm4dsr.Error(f"chunk_size must be >= 1, got {chunk_size}")
+    work = _WorkFolder(out)
+    try:
+        return _run_denoise(work, splits, catalog, model_path, out, denoise_splits, unit, quantile, eta, progress,
+                            chunk_size, score_only, denoiser_options)
+    finally:
+        work.close()
+
+
+def _run_denoise(work: _WorkFolder, splits, catalog, model_path: str, out: str, denoise_splits: Sequence[str],
+                 unit: str, quantile: float, eta: Optional[float], progress: bool, chunk_size: int, score_only: bool,
+                 denoiser_options: dict) -> Dict[str, object]:
     t_start = time.perf_counter()
-    work = os.path.join(out, "work")
-    os.makedirs(work, exist_ok=True)
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
     denoiser = build_denoiser(model_path, catalog, **denoiser_options)
@@ -269,6 +388,13 @@ def run_denoise(splits, catalog, model_path: str, out: str, denoise_splits: Sequ
         if name not in units:
             raise llm4dsr.Error(f"split '{name}' is empty or unknown (have {sorted(units)})")
 
+    dtype = denoiser_options.get("dtype", "float32")
+    if dtype == "auto":  # the summary names the dtype that ran
+        dtype = llm4dsr.auto_dtype(denoiser_options.get("device", "cpu"))
+    scoring = {"model": model_fingerprint(model_path), "unit": unit, "chunk_size": chunk_size, "dtype": dtype,
+               **{k: denoiser_options.get(k) for k in ("device", "mode", "micro_batch_size")}}
+    work.use_scoring(scoring)
+
     scores: Dict[str, list] = {}
     needs_scores = policy != "without-uncertainty"
     if needs_scores:
@@ -276,14 +402,11 @@ def run_denoise(splits, catalog, model_path: str, out: str, denoise_splits: Sequ
         wanted = list(denoise_splits) + (["valid"] if eta is None and "valid" not in denoise_splits else [])
         for name in wanted:
             t0 = time.perf_counter()
-            scores[name] = score_resumable(denoiser, units[name].sequences, os.path.join(work, f"{name}.scores.jsonl"),
+            scores[name] = score_resumable(denoiser, units[name].sequences, work.scores_file(name),
                                            chunk_size, progress, desc=f"score {name}")
             timings[f"score_{name}_seconds"] = round(time.perf_counter() - t0, 2)
         if eta is None:
             eta = denoiser.threshold(scores["valid"], quantile)
-    dtype = denoiser_options.get("dtype", "float32")
-    if dtype == "auto":  # the summary names the dtype that ran
-        dtype = llm4dsr.auto_dtype(denoiser_options.get("device", "cpu"))
     summary: Dict[str, object] = {"model": model_path, "device": denoiser_options.get("device", "cpu"),
                                   "dtype": dtype, "mode": denoiser_options.get("mode", "first-token"),
                                   "policy": policy, "unit": unit, "budget": denoiser.budget,
@@ -292,14 +415,16 @@ def run_denoise(splits, catalog, model_path: str, out: str, denoise_splits: Sequ
     if score_only:
         for name in denoise_splits:
             final = os.path.join(out, f"scores-{name}.jsonl")
-            with open(os.path.join(work, f"{name}.scores.jsonl"), encoding="utf-8") as f:
-                _write_atomic(final, f.read())
+            with open(work.scores_file(name), encoding="utf-8") as f:
+                write_atomic(final, f.read())
             summary["splits"][name] = {"sequences": len(units[name].sequences), "scores": os.path.abspath(final)}
         summary.update(timings)
         summary["seconds"] = round(time.perf_counter() - t_start, 2)
-        _write_atomic(os.path.join(out, "summary.json"), json.dumps(summary, indent=2))
+        write_atomic(os.path.join(out, "summary.json"), json.dumps(summary, indent=2))
         return summary
 
+    work.use_correction({"policy": policy, "budget": denoiser.budget, "eta": eta if needs_scores else None,
+                         **{k: denoiser_options.get(k) for k in ("seed", "constrained", "decoding", "num_beams")}})
     denoised = {name: getattr(splits, name) for name in SPLITS}
     report_lines: List[str] = []
     totals: Dict[str, list] = {}
@@ -307,7 +432,7 @@ def run_denoise(splits, catalog, model_path: str, out: str, denoise_splits: Sequ
         u = units[name]
         t0 = time.perf_counter()
         reports = correct_resumable(denoiser, u.sequences, scores.get(name, []), eta if eta is not None else 0.0,
-                                    u.protect, os.path.join(work, f"{name}.report.jsonl"), chunk_size, progress,
+                                    u.protect, work.report_file(name), chunk_size, progress,
                                     desc=f"correct {name}")
         timings[f"correct_{name}_seconds"] = round(time.perf_counter() - t0, 2)
         denoised[name] = u.apply(reports)
@@ -334,7 +459,7 @@ def run_denoise(splits, catalog, model_path: str, out: str, denoise_splits: Sequ
     result.train, result.valid, result.test = denoised["train"], denoised["valid"], denoised["test"]
     out_dir = os.path.join(out, "denoised")
     llm4dsr.write_splits_csv(result, catalog, out_dir)
-    _write_atomic(os.path.join(out, "report.jsonl"), "\n".join(report_lines) + ("\n" if report_lines else ""))
+    write_atomic(os.path.join(out, "report.jsonl"), "\n".join(report_lines) + ("\n" if report_lines else ""))
     if totals:
         noise_all = np.concatenate(totals["noise"])
         overall = llm4dsr.detection_metrics(np.concatenate(totals["flagged"]), noise_all)
@@ -345,5 +470,5 @@ def run_denoise(splits, catalog, model_path: str, out: str, denoise_splits: Sequ
     summary["denoised"] = os.path.abspath(out_dir)
     summary["report"] = os.path.abspath(os.path.join(out, "report.jsonl"))
     summary["seconds"] = round(time.perf_counter() - t_start, 2)
-    _write_atomic(os.path.join(out, "summary.json"), json.dumps(summary, indent=2))
+    write_atomic(os.path.join(out, "summary.json"), json.dumps(summary, indent=2))
     return summary

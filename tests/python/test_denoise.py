@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +39,14 @@ def data():
     dataset = llm4dsr.read_dataset(DATA)
     splits = llm4dsr.prepare(dataset, split="windows", noise=0.1, seed=1)
     return dataset, splits
+
+
+def _work(out, name):
+    """The one work file `name` under <out>/work (scores-<hash>/ or scores-<hash>/reports-<hash>/)."""
+    pattern = f"scores-*/{name}" if name.endswith(".scores.jsonl") else f"scores-*/reports-*/{name}"
+    found = sorted(Path(out, "work").glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_generator_and_denoiser_from_python(tiny_model_dir, data):
@@ -119,11 +128,11 @@ def test_interrupted_then_resumed_denoising_equals_one_run(tiny_model_dir, data,
     two = tmp_path / "two"
     pipeline.run_denoise(splits, dataset.catalog, tiny_model_dir, str(two), **kw)
     for name in ("train.scores.jsonl", "train.report.jsonl"):
-        path = two / "work" / name
+        path = _work(two, name)
         lines = path.read_bytes().split(b"\n")
         path.write_bytes(b"\n".join(lines[:9]) + b"\n" + lines[9][: len(lines[9]) // 2])
     for name in ("test.report.jsonl",):
-        (two / "work" / name).unlink()
+        _work(two, name).unlink()
     for f in ("report.jsonl",):
         (two / f).unlink()
     resumed = pipeline.run_denoise(splits, dataset.catalog, tiny_model_dir, str(two), **kw)
@@ -134,7 +143,7 @@ def test_interrupted_then_resumed_denoising_equals_one_run(tiny_model_dir, data,
     # Per-user: each chunk at most budget flags, protected test targets never flagged.
     if unit == "user":
         chunks = llm4dsr.user_chunks(splits.test, 10, protect_targets=True)
-        for rec in map(json.loads, (two / "work" / "test.report.jsonl").read_text().splitlines()):
+        for rec in map(json.loads, _work(two, "test.report.jsonl").read_text().splitlines()):
             protect = chunks.protect[rec["i"]]
             assert len(rec["flagged"]) <= 2
             assert not any(protect[k] for k in rec["flagged"])
@@ -147,7 +156,7 @@ def test_ablation_policies_change_the_output_as_specified(tiny_model_dir, data, 
     results = {}
     for policy in ("without-completion", "popularity-completion", "llm4dsr"):
         pipeline.run_denoise(splits, dataset.catalog, tiny_model_dir, str(tmp_path / policy), policy=policy, **kw)
-        results[policy] = [json.loads(l) for l in (tmp_path / policy / "work" / "train.report.jsonl").read_text().splitlines()]
+        results[policy] = [json.loads(l) for l in _work(tmp_path / policy, "train.report.jsonl").read_text().splitlines()]
     for a, b, c in zip(*(results[p] for p in ("without-completion", "popularity-completion", "llm4dsr"))):
         assert a["flagged"] == b["flagged"] == c["flagged"]  # the same scores and eta flag the same items
         assert len(a["flagged"]) == 1
@@ -187,7 +196,7 @@ def test_cli_score_and_denoise_json(tiny_model_dir, tmp_path):
     r = _cli("score", "--data", DATA, "--noise", "0.1", "--seed", "1", "--model", tiny_model_dir, "--out",
              str(tmp_path / "sc"), "--json", "--splits", "train")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "sc" / "scores-train.jsonl").read_text() == (out / "work" / "train.scores.jsonl").read_text()
+    assert (tmp_path / "sc" / "scores-train.jsonl").read_text() == _work(out, "train.scores.jsonl").read_text()
     bad = _cli("denoise", "--data", DATA, "--model", tiny_model_dir, "--out", str(tmp_path / "x"), "--splits", "nope")
     assert bad.returncode == 2 and "nope" in bad.stderr
     # --device: an explicit cpu gives the same scores; a device that is not there is named in the error.
@@ -208,3 +217,82 @@ def test_dtype_auto_is_named_as_it_ran_in_the_summary(tiny_model_dir, data, tmp_
     summary = pipeline.run_denoise(few, dataset.catalog, tiny_model_dir, str(tmp_path / "auto"), denoise_splits=("test",),
                                    progress=False, score_only=True, dtype="auto")
     assert summary["dtype"] == llm4dsr.auto_dtype("cpu") and summary["dtype"] in ("float32", "bfloat16")
+
+
+def _few(splits, n=12):
+    few = llm4dsr.Splits()
+    for name in ("train", "valid", "test"):
+        setattr(few, name, llm4dsr.SequenceSet(list(getattr(splits, name))[:n]))
+    return few
+
+
+def test_rerun_with_other_settings_works_in_its_own_folder_and_reuses_what_still_holds(tiny_model_dir, data, tmp_path):
+    """Work is kept per settings: a re-run with another budget reuses the scores and corrects again;
+    another mode scores again in its own folder; nothing of the first run is lost or mixed in."""
+    dataset, splits = data
+    few = _few(splits)
+    kw = dict(denoise_splits=("train",), unit="window", progress=False, chunk_size=4, quantile=0.5)
+    out = tmp_path / "out"
+    pipeline.run_denoise(few, dataset.catalog, tiny_model_dir, str(out), budget=1, **kw)
+    scores = _work(out, "train.scores.jsonl")
+    scores_before, mtime = scores.read_bytes(), scores.stat().st_mtime_ns
+    for budget, mode in ((3, None), (3, "exact"), (1, None)):
+        extra = dict(budget=budget, **({"mode": mode} if mode else {}))
+        pipeline.run_denoise(few, dataset.catalog, tiny_model_dir, str(out), **extra, **kw)
+        fresh = tmp_path / f"fresh-{budget}-{mode}"
+        pipeline.run_denoise(few, dataset.catalog, tiny_model_dir, str(fresh), **extra, **kw)
+        assert (out / "report.jsonl").read_bytes() == (fresh / "report.jsonl").read_bytes(), (budget, mode)
+    assert scores.read_bytes() == scores_before and scores.stat().st_mtime_ns == mtime  # reused, never rewritten
+    assert len(list((out / "work").glob("scores-*"))) == 2  # first-token and exact
+    assert len(list((out / "work").glob("scores-*/reports-*"))) == 3
+    # A policy without scores still checks that each report line is of this run's sequences.
+    other = _few(llm4dsr.prepare(dataset, split="windows", noise=0.3, seed=9))
+    nu = dict(kw, policy="without-uncertainty")
+    pipeline.run_denoise(few, dataset.catalog, tiny_model_dir, str(tmp_path / "nu"), **nu)
+    with pytest.raises(llm4dsr.Error, match="does not belong to this run"):
+        pipeline.run_denoise(other, dataset.catalog, tiny_model_dir, str(tmp_path / "nu"), **nu)
+
+
+def test_work_folder_lock_damaged_lines_and_temp_files(tiny_model_dir, data, tmp_path, monkeypatch):
+    dataset, splits = data
+    few = _few(splits, 8)
+    kw = dict(denoise_splits=("test",), unit="window", progress=False, chunk_size=4, score_only=True)
+    out = tmp_path / "out"
+    held = pipeline._WorkFolder(str(out))  # another run holding the folder
+    try:
+        with pytest.raises(llm4dsr.Error, match="another llm4dsr run is writing there"):
+            pipeline.run_denoise(few, dataset.catalog, tiny_model_dir, str(out), **kw)
+    finally:
+        held.close()
+    pipeline.run_denoise(few, dataset.catalog, tiny_model_dir, str(out), **kw)
+    path = _work(out, "test.scores.jsonl")
+    whole = path.read_bytes()
+    # The last record whole but its newline missing (a kill between two writes): cut off and made again,
+    # with no byte added (the file used to grow a NUL there).
+    path.write_bytes(whole[:-1])
+    pipeline.run_denoise(few, dataset.catalog, tiny_model_dir, str(out), **kw)
+    assert path.read_bytes() == whole
+    # A damaged line before the end is an error, not a silent loss of every line after it.
+    lines = whole.split(b"\n")
+    lines[1] = lines[1][:10] + b"\xff" + lines[1][11:]
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(llm4dsr.Error, match="test.scores.jsonl: line 2 is damaged"):
+        pipeline.run_denoise(few, dataset.catalog, tiny_model_dir, str(out), **kw)
+    # A write that fails leaves no temp file.
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError):
+        pipeline.write_atomic(str(tmp_path / "x.json"), "{}")
+    assert os.listdir(tmp_path).count("x.json") == 0 and not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+
+
+def test_cli_reports_bad_output_folders_and_options_as_errors(tiny_model_dir, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for args in (("score", "--out", str(afile)), ("score", "--out", str(tmp_path / "o"), "--chunk-size", "0")):
+        r = _cli(*args[:1], "--data", DATA, "--model", tiny_model_dir, *args[1:])
+        assert r.returncode == 2 and r.stderr.startswith("llm4dsr: error:") and "Traceback" not in r.stderr, r.stderr
+    r = _cli("finetune", "--data", DATA, "--base", tiny_model_dir, "--out", str(afile / "m"), "--pairs", "4")
+    assert r.returncode == 2 and "llm4dsr: error:" in r.stderr and "Traceback" not in r.stderr, r.stderr
