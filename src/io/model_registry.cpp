@@ -14,6 +14,7 @@
 #include "llm4dsr/io/hf_checkpoint.h"
 #include "llm4dsr/io/peft_adapter.h"
 #include "llm4dsr/text/bpe_tokenizer.h"
+#include "llm4dsr/text/chat_format.h"
 
 namespace llm4dsr::io {
 
@@ -108,8 +109,17 @@ ModelCard ModelCard::from_json(const std::string& text, const std::string& sourc
   get_string("base_model", card.base_model);
   get_string("prompt_template", card.prompt_template);
   get_string("chat_format", card.chat_format);
+  // The template is checked where it is used (templates registered later are valid names); chat formats
+  // are a fixed set, checked here with the file and key.
+  try {
+    ChatFormat::get(card.chat_format);
+  } catch (const Error& e) {
+    LLM4DSR_THROW(source << ": key 'chat_format': " << e.what());
+  }
   if (j.contains("max_prompt_tokens")) {
-    LLM4DSR_CHECK(j["max_prompt_tokens"].is_number_integer(), source << ": key 'max_prompt_tokens' must be an integer");
+    LLM4DSR_CHECK(j["max_prompt_tokens"].is_number_integer() && j["max_prompt_tokens"].get<int64_t>() >= 0,
+                  source << ": key 'max_prompt_tokens' must be an integer >= 0 (0: no limit), found "
+                         << j["max_prompt_tokens"].dump());
     card.max_prompt_tokens = j["max_prompt_tokens"].get<int64_t>();
   }
   return card;
@@ -130,7 +140,12 @@ LlamaModel load_llama_model(const std::string& name_or_path, torch::Device devic
   return is_gguf(path) ? load_gguf_checkpoint(path, device, dtype) : load_hf_checkpoint(path, device, dtype);
 }
 
-PretrainedModel load_pretrained(const std::string& name_or_path, torch::Device device, torch::Dtype dtype) {
+namespace {
+
+// `chain`: the adapter folders being loaded, outermost first, so that a base that leads back to one of
+// them (a card naming its own folder, A -> B -> A) is an error instead of endless recursion.
+PretrainedModel load_pretrained_from(const std::string& name_or_path, torch::Device device, torch::Dtype dtype,
+                                     std::vector<fs::path>& chain) {
   PretrainedModel out;
   out.path = resolve_model(name_or_path);
   if (auto it = known_models().find(name_or_path); it != known_models().end()) out.card.chat_format = it->second.chat_format;
@@ -159,7 +174,14 @@ PretrainedModel load_pretrained(const std::string& name_or_path, torch::Device d
     }
     LLM4DSR_CHECK(!base.empty(), out.path << ": an adapter folder without a base model (set base_model in llm4dsr.json "
                                             "or base_model_name_or_path in adapter_config.json)");
-    PretrainedModel base_model = load_pretrained(base, device, dtype);
+    std::error_code ec;
+    const fs::path here = fs::weakly_canonical(folder, ec);
+    for (const auto& seen : chain)
+      LLM4DSR_CHECK(seen != here, out.path << ": its base model '" << base << "' leads back to " << seen.string()
+                                           << " (an adapter cannot be its own base)");
+    chain.push_back(here);
+    PretrainedModel base_model = load_pretrained_from(base, device, dtype, chain);
+    chain.pop_back();
     out.format = "adapter";
     out.model = base_model.model;
     out.tokenizer = fs::exists(folder / "tokenizer.json") || fs::exists(folder / "tokenizer.model")
@@ -172,6 +194,39 @@ PretrainedModel load_pretrained(const std::string& name_or_path, torch::Device d
   return out;
 }
 
+}  // namespace
+
+PretrainedModel load_pretrained(const std::string& name_or_path, torch::Device device, torch::Dtype dtype) {
+  std::vector<fs::path> chain;
+  return load_pretrained_from(name_or_path, device, dtype, chain);
+}
+
+namespace {
+
+// Files an earlier save of the other kind left in `dir` that load_pretrained would read with this save:
+// a full model's weights beside an adapter-only save (the loader prefers config.json, and would apply
+// the adapter to them), or an adapter beside a model saved without one. A folder that is the adapter's
+// own base keeps its weights.
+void remove_other_kind(const fs::path& dir, bool with_base, bool has_lora, const std::string& base_model) {
+  if (!has_lora)
+    for (const char* name : {"adapter_config.json", "adapter_model.safetensors"}) fs::remove(dir / name);
+  if (with_base) return;
+  std::error_code ec;
+  try {
+    if (fs::equivalent(resolve_model(base_model), dir, ec)) return;
+  } catch (const Error&) {  // a base that cannot be found is not this folder
+  }
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    const bool shard = name.rfind("model-", 0) == 0 && name.size() > 12 &&
+                       name.compare(name.size() - 12, 12, ".safetensors") == 0;
+    if (name == "config.json" || name == "model.safetensors" || name == "model.safetensors.index.json" || shard)
+      fs::remove(entry.path());
+  }
+}
+
+}  // namespace
+
 void save_pretrained(const PretrainedModel& model, const std::string& folder, bool with_base) {
   LLM4DSR_CHECK(model.model, "save_pretrained: no model");
   fs::create_directories(folder);
@@ -179,6 +234,7 @@ void save_pretrained(const PretrainedModel& model, const std::string& folder, bo
   LLM4DSR_CHECK(with_base || !model.card.base_model.empty(),
                 "save_pretrained without the base weights needs card.base_model to name the base");
   LlamaModel m = model.model;
+  remove_other_kind(dir, with_base, m->has_lora(), model.card.base_model);
   if (with_base) {
     save_hf_checkpoint(m, folder);  // base weights only; adapters go to their own files below
   }

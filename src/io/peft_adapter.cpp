@@ -47,6 +47,9 @@ LoraConfig read_adapter_config(const std::string& path) {
     return j[key].get<bool>();
   };
   auto number = [&](const char* key, double fallback) {
+    // null is not "absent" here: PEFT would compute with None and fail, and a default would quietly
+    // change the adapter's scale.
+    LLM4DSR_CHECK(!j.contains(key) || !j.at(key).is_null(), path << ": key '" << key << "' is null");
     if (!present(j, key)) return fallback;
     LLM4DSR_CHECK(j[key].is_number(), path << ": key '" << key << "' must be a number, found " << j[key].dump());
     return j[key].get<double>();
@@ -115,7 +118,11 @@ void load_peft_adapter(LlamaModel& model, const std::string& folder) {
   std::map<std::string, torch::Tensor> file;
   for (auto& [name, t] : load_safetensors(weights_path)) file.emplace(strip_adapter_name(name), t);
 
-  model->add_lora(lora);
+  try {
+    model->add_lora(lora);
+  } catch (const Error& e) {  // e.g. target modules that match no projection: the config is to blame
+    LLM4DSR_THROW(config_path << ": " << e.what());
+  }
   try {
     torch::NoGradGuard no_grad;
     std::set<std::string> used;

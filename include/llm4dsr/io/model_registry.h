@@ -59,7 +59,10 @@ PretrainedModel load_pretrained(const std::string& name_or_path, torch::Device d
 
 // Writes an llm4dsr model folder: config.json + model.safetensors (base weights, unless with_base is
 // false and card.base_model names the base), the tokenizer (tokenizer.model or tokenizer.json), the
-// PEFT adapter when the model has one, and llm4dsr.json. Every file is written atomically.
+// PEFT adapter when the model has one, and llm4dsr.json. Every file is written atomically. Files of
+// an earlier save of the other kind that loading would pick up are removed: adapter files when the
+// model has no adapter; base weights (config.json, model*.safetensors) when with_base is false,
+// unless the folder is the base model's own.
 void save_pretrained(const PretrainedModel& model, const std::string& folder, bool with_base = true);
 
 }  // namespace llm4dsr::io
