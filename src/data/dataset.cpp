@@ -98,6 +98,10 @@ void kcore_filter(Dataset& dataset, int64_t min_user_interactions, int64_t min_i
     }
     if (!changed) break;
   }
+  LLM4DSR_CHECK(std::find(user_alive.begin(), user_alive.end(), 1) != user_alive.end(),
+                "k-core filtering (users >= " << min_user_interactions << ", items >= " << min_item_interactions
+                                              << " interactions) removes every user of dataset '" << dataset.name
+                                              << "'; lower the thresholds");
   Catalog catalog;
   std::vector<int64_t> remap(n + 1, 0);
   for (int64_t i = 1; i <= n; ++i) {

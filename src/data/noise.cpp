@@ -1,5 +1,7 @@
 #include "llm4dsr/data/noise.h"
 
+#include <algorithm>
+
 #include <cmath>
 
 #include "internal/random.h"
@@ -70,6 +72,19 @@ Splits prepare(const Dataset& dataset, const PrepareOptions& options) {
                               << ") arrives already split; artificial noise can only be injected into per-user "
                                  "sequences, but noise_alpha = "
                               << options.noise_alpha);
+    // The split is the dataset's own: options asking for another one are an error, not ignored.
+    LLM4DSR_CHECK(options.protocol == dataset.splits->protocol,
+                  "dataset '" << dataset.name << "' (" << dataset.format << ") arrives split by '"
+                              << to_string(dataset.splits->protocol) << "'; it cannot be split by '"
+                              << to_string(options.protocol) << "'");
+    if (dataset.splits->protocol == SplitProtocol::kWindows) {
+      int64_t longest = 0;
+      for (const SequenceSet* split : {&dataset.splits->train, &dataset.splits->valid, &dataset.splits->test})
+        for (const Sequence& w : *split) longest = std::max(longest, w.size());
+      LLM4DSR_CHECK(options.windows.max_length >= longest,
+                    "dataset '" << dataset.name << "' (" << dataset.format << ") arrives as windows of up to "
+                                << longest << " items; they cannot be cut to max_length " << options.windows.max_length);
+    }
     return *dataset.splits;
   }
   SequenceSet users = dataset.users;

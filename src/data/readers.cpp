@@ -106,10 +106,13 @@ class UserLog {
 // JSON
 
 // Parses a UTF-8 JSON file; when `top_keys` is given, also records the top-level object's keys in
-// file order (nlohmann::ordered_json would keep the order too, but inserts in O(n) per key).
+// file order (nlohmann::ordered_json would keep the order too, but inserts in O(n) per key). A key
+// that appears twice at the top level is an error (nlohmann keeps the last one silently).
 nlohmann::json parse_json(const std::string& text, const std::string& path, std::vector<std::string>* top_keys) {
   LLM4DSR_CHECK(!internal::is_blank(text), path << ": empty file (expected a JSON object)");
   internal::check_utf8(text, path);
+  std::vector<std::string> local_keys;
+  if (!top_keys) top_keys = &local_keys;
   nlohmann::json::parser_callback_t callback = [top_keys](int depth, nlohmann::json::parse_event_t event,
                                                           nlohmann::json& parsed) {
     if (top_keys && depth == 1 && event == nlohmann::json::parse_event_t::key)
@@ -118,7 +121,7 @@ nlohmann::json parse_json(const std::string& text, const std::string& path, std:
   };
   try {
     nlohmann::json j = nlohmann::json::parse(text, callback);
-    if (top_keys && j.is_object() && top_keys->size() != j.size()) {
+    if (j.is_object() && top_keys->size() != j.size()) {
       std::unordered_map<std::string, int> seen;
       for (const auto& key : *top_keys)
         if (++seen[key] == 2) LLM4DSR_THROW(path << ": key \"" << key << "\" appears more than once");
@@ -305,6 +308,11 @@ SequenceSet read_csv_split(const std::string& path, CsvCatalog& items) {
   internal::check_utf8(text, path);
   const std::vector<internal::CsvRecord> records = internal::parse_csv(text, path);
   const internal::CsvRecord& header = records.front();
+  for (size_t i = 0; i < header.fields.size(); ++i)
+    for (size_t k = 0; k < i; ++k)
+      LLM4DSR_CHECK(internal::trim(header.fields[i]) != internal::trim(header.fields[k]),
+                    path << ":" << header.line << ": column '" << internal::trim(header.fields[i])
+                         << "' appears twice in the header");
   auto column = [&](const char* name) -> int {
     for (size_t i = 0; i < header.fields.size(); ++i)
       if (internal::trim(header.fields[i]) == name) return static_cast<int>(i);
@@ -333,6 +341,7 @@ SequenceSet read_csv_split(const std::string& path, CsvCatalog& items) {
 
     Sequence s;
     s.user_id = rec.fields[user_col];
+    LLM4DSR_CHECK(!internal::trim(s.user_id).empty(), where("user_id") << ": empty user id");
     const auto ids = internal::parse_python_list(rec.fields[items_col], where("item_ids"));
     if (ids.empty()) LLM4DSR_THROW(where("item_ids") << ": empty window (expected at least the target item)");
     const size_t n = ids.size();
@@ -727,6 +736,38 @@ Dataset read_amazon_json(const std::string& dir, const ReadOptions& options) {
   return dataset;
 }
 
+namespace {
+
+// LLM4DSR CSV rows carry no positions, but the user unit (user_chunks) lays each user's windows on one
+// sequence by Sequence::offset. Each user's windows (train, valid, test, each in file order, which is
+// target-time order) are placed in turn: a sliding window where it ends one item after the items
+// placed so far, if its items agree with those already there; otherwise at the first place from the
+// previous window's on where they agree; otherwise after everything placed (a gap).
+void infer_window_offsets(Splits& splits) {
+  std::unordered_map<std::string, std::pair<std::vector<int64_t>, int64_t>> users;  // placed items, last offset
+  for (SequenceSet* split : {&splits.train, &splits.valid, &splits.test}) {
+    for (Sequence& w : *split) {
+      auto& [placed, previous] = users[w.user_id];
+      const auto placed_n = static_cast<int64_t>(placed.size()), n = w.size();
+      auto agrees = [&](int64_t o) {
+        for (int64_t j = 0; j < n && o + j < placed_n; ++j)
+          if (placed[static_cast<size_t>(o + j)] != w.items[static_cast<size_t>(j)]) return false;
+        return true;
+      };
+      int64_t offset = placed_n + 1 - n;
+      if (offset < previous || !agrees(offset)) {
+        offset = previous;
+        while (offset < placed_n && !agrees(offset)) ++offset;
+      }
+      w.offset = offset;
+      previous = offset;
+      for (int64_t j = placed_n - offset; j < n; ++j) placed.push_back(w.items[static_cast<size_t>(j)]);
+    }
+  }
+}
+
+}  // namespace
+
 Dataset read_llm4dsr_csv(const std::string& dir) {
   require_folder(dir, "LLM4DSR CSV windows");
   const std::string train = find_split_file(dir, "train"), valid = find_split_file(dir, "valid"),
@@ -758,6 +799,7 @@ Dataset read_llm4dsr_csv(const std::string& dir) {
   splits.train = read_csv_split(train, items);
   splits.valid = read_csv_split(valid, items);
   splits.test = read_csv_split(test, items);
+  infer_window_offsets(splits);
   for (const SequenceSet* split : {&splits.train, &splits.valid, &splits.test})
     for (const Sequence& s : *split) dataset.has_timestamps = dataset.has_timestamps || s.has_timestamps();
   dataset.splits = std::move(splits);

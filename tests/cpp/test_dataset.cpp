@@ -133,11 +133,12 @@ TEST_CASE("k-core filtering cascades until both thresholds hold", "[dataset]") {
   CHECK(one.catalog.find("lonely") == std::nullopt);
   CHECK(one.users[2].items == std::vector<int64_t>{4, 2});  // c keeps id 4, gone keeps 2
 
-  // Thresholds so high that nothing survives.
+  // Thresholds so high that nothing survives: an error naming them (nothing downstream can use an
+  // empty dataset), and the dataset left as it was.
   auto none = kcore_case();
-  llm4dsr::kcore_filter(none, 10, 1);
-  CHECK(none.users.empty());
-  CHECK(none.catalog.size() == 0);
+  CHECK_THROWS_WITH(llm4dsr::kcore_filter(none, 10, 1),
+                    Catch::Contains("(users >= 10, items >= 1 interactions) removes every user"));
+  CHECK(none.users.size() == 3);
 
   auto labelled = kcore_case();
   labelled.users[0].labels = {0, 0, 0};

@@ -128,3 +128,63 @@ def test_version_and_error_type():
     assert issubclass(llm4dsr.Error, Exception)
     with pytest.raises(llm4dsr.Error, match="unknown item id"):
         llm4dsr.Catalog().id("nope")
+
+
+def test_llm4dsr_csv_windows_get_their_positions_back(tmp_path):
+    """The CSV layout has no positions; the reader lays each user's windows back on one sequence, so the
+    per-user unit works on it (it used to refuse every such folder) and the offsets equal prepare's."""
+    ds = llm4dsr.make_synthetic(num_users=30, num_items=80, seed=2)
+    splits = llm4dsr.prepare(ds, split="windows", noise=0.1, seed=1)
+    llm4dsr.write_splits_csv(splits, ds.catalog, str(tmp_path / "csv"))
+    back = llm4dsr.read_dataset(str(tmp_path / "csv"))
+    for name in ("train", "valid", "test"):
+        original, read = getattr(splits, name), getattr(back.splits, name)
+        assert [s.offset for s in read] == [s.offset for s in original], name
+    assert any(s.offset > 0 for s in back.splits.train)
+    # The split is the data's own: asking for another is an error, not silently ignored.
+    with pytest.raises(llm4dsr.Error, match="arrives split by 'windows'; it cannot be split by 'loo'"):
+        llm4dsr.prepare(back, split="loo")
+    with pytest.raises(llm4dsr.Error, match="arrives as windows of up to 11 items; they cannot be cut to max_length 3"):
+        llm4dsr.prepare(back, max_length=3)
+    assert len(llm4dsr.prepare(back).train) == len(back.splits.train)
+    chunks = llm4dsr.user_chunks(back.splits.train, 10)
+    reference = llm4dsr.user_chunks(splits.train, 10)
+    assert [c.tolist() for c in chunks.sequences] == [
+        [back.catalog.id(ds.catalog.external_id(int(i))) for i in c] for c in reference.sequences]
+
+
+def test_duplicated_columns_keys_and_empty_user_ids_are_errors(tmp_path):
+    ds = llm4dsr.make_synthetic(num_users=10, num_items=40, seed=2)
+    llm4dsr.write_splits_csv(llm4dsr.prepare(ds, split="windows", seed=1), ds.catalog, str(tmp_path / "csv"))
+    train = next(p for p in (tmp_path / "csv").iterdir() if p.name.startswith("train"))
+    text = train.read_text(encoding="utf-8")
+    header, rest = text.split("\n", 1)
+    train.write_text(header + ",item_ids\n" + rest.replace("\n", ",x\n"), encoding="utf-8")
+    with pytest.raises(llm4dsr.Error, match=r"train[^:]*\.csv:1: column 'item_ids' appears twice in the header"):
+        llm4dsr.read_dataset(str(tmp_path / "csv"))
+    user_col = header.split(",").index("user_id")
+    first, others = rest.split("\n", 1)
+    fields = first.split(",")
+    fields[user_col] = ""
+    train.write_text(header + "\n" + ",".join(fields) + "\n" + others, encoding="utf-8")
+    with pytest.raises(llm4dsr.Error, match=r"train[^:]*\.csv:2, column user_id: empty user id"):
+        llm4dsr.read_dataset(str(tmp_path / "csv"))
+    names = tmp_path / "csv" / "id2name.json"
+    names.write_text('{"1": "Heat", "1": "Fargo"}', encoding="utf-8")
+    with pytest.raises(llm4dsr.Error, match='id2name.json: key "1" appears more than once'):
+        llm4dsr.read_dataset(str(tmp_path / "csv"))
+
+
+def test_kcore_that_removes_everyone_and_non_utf8_messages_are_clear_errors(tmp_path):
+    ds = llm4dsr.make_synthetic(num_users=10, num_items=40, seed=2)
+    with pytest.raises(llm4dsr.Error, match="removes every user"):
+        llm4dsr.kcore_filter(ds, 1000, 0)
+    r = run_cli("stats", "--data", "synthetic:users=10,items=40", "--min-user-interactions", "-3")
+    assert r.returncode == 2 and "k-core thresholds must be >= 0" in r.stderr
+    # An error quoting a Latin-1 byte of the input reaches Python as llm4dsr.Error (it used to be a
+    # UnicodeDecodeError raised while building the message), the byte written as \xe9.
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "ml" / "u.data").write_bytes(b"1\t1\t5\t100\nx\xe9\t1\t5\t100\n")
+    (tmp_path / "ml" / "u.item").write_bytes(b"1|Caf\xe9 (1995)|01-Jan-1995||http://x|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0|0\n")
+    with pytest.raises(llm4dsr.Error, match=r"x\\xe9"):
+        llm4dsr.read_dataset(str(tmp_path / "ml"))
