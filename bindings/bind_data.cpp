@@ -103,7 +103,9 @@ void bind_data(py::module_& m) {
           })
       .def_property(
           "labels", [](const Sequence& s) { return to_numpy(s.labels); },
-          [](Sequence& s, const py::object& a) { s.labels = typed_vector<uint8_t>(a, "labels", Elements::kIntegersOrBools); },
+          [](Sequence& s, const py::object& a) {
+            s.labels = typed_vector<uint8_t>(a, "labels", Elements::kIntegersOrBools);
+          },
           "Noise label per position: 0 clean, 1 injected noise, 2 replaced for self-supervised training; "
           "empty when unknown.")
       .def_property(

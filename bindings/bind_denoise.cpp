@@ -197,7 +197,8 @@ words) once per chunk and continue each micro-batch from its keys/values; the sc
           flags = flag_noise(noise_scores_arg(scores, "scores"), eta, budget, to_noise_score(score));
         } else {
           std::vector<std::vector<double>> rows;
-          for (const py::handle row : scores) rows.push_back(typed_vector<double>(row, "scores: each sequence's scores", Elements::kReals));
+          for (const py::handle row : scores)
+            rows.push_back(typed_vector<double>(row, "scores: each sequence's scores", Elements::kReals));
           flags = flag_noise(rows, eta, budget);
         }
         py::list out;

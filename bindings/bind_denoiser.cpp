@@ -334,13 +334,15 @@ Choose eta on the VALIDATION split (threshold() on its scores), then correct() t
   m.def(
       "average_precision",
       [](const py::object& scores, const py::object& is_noise) {
-        return average_precision(typed_vector<double>(scores, "scores", Elements::kReals), to_bools(is_noise, "is_noise"));
+        return average_precision(typed_vector<double>(scores, "scores", Elements::kReals),
+                                 to_bools(is_noise, "is_noise"));
       },
       py::arg("scores"), py::arg("is_noise"), "PR-AUC as average precision (scikit-learn's definition).");
   m.def(
       "score_histogram",
       [](const py::object& probabilities, const py::object& is_noise, int64_t bins) {
-        const auto h = score_histogram(typed_vector<double>(probabilities, "probabilities", Elements::kReals), to_bools(is_noise, "is_noise"), bins);
+        const auto h = score_histogram(typed_vector<double>(probabilities, "probabilities", Elements::kReals),
+                                       to_bools(is_noise, "is_noise"), bins);
         py::dict d;
         d["log10_edges"] = to_numpy(h.edges);
         d["noise"] = to_numpy(h.noise_counts);

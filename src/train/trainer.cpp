@@ -65,8 +65,8 @@ void check_example(const TrainingExample& e, size_t index, int64_t vocab_size) {
                   "training example " << index << ", position " << t << ": token id " << e.input_ids[t]
                                       << " is outside the model's vocabulary [0, " << vocab_size << ")");
     LLM4DSR_CHECK(e.labels[t] == kIgnoreIndex || (e.labels[t] >= 0 && e.labels[t] < vocab_size),
-                  "training example " << index << ", position " << t << ": label " << e.labels[t]
-                                      << " is neither " << kIgnoreIndex << " nor in the vocabulary [0, " << vocab_size << ")");
+                  "training example " << index << ", position " << t << ": label " << e.labels[t] << " is neither "
+                                      << kIgnoreIndex << " nor in the vocabulary [0, " << vocab_size << ")");
   }
 }
 

@@ -70,8 +70,9 @@ class LoraLinearImpl : public torch::nn::Module {
   void set_weight_packing(bool enabled);
   bool weight_packing() const;
   bool has_packed_weight() const;
-  // y + s * B(A(dropout(x))) for y = the base output at x; y unchanged where adds_branch() is false. The sum is formed in the adapter's dtype and cast to y's (PEFT's order); in place on y
-  // while no gradient is recorded.
+  // y + s * B(A(dropout(x))) for y = the base output at x; y unchanged where adds_branch() is false.
+  // The sum is formed in the adapter's dtype and cast to y's (PEFT's order); in place on y while no
+  // gradient is recorded.
   torch::Tensor add_lora(const torch::Tensor& y, const torch::Tensor& x);
 
   // Adds a fresh adapter (A Kaiming-uniform drawn from `generator` on the CPU in fp32, B = 0) and
