@@ -115,7 +115,7 @@ nlohmann::json parse_json(const std::string& text, const std::string& path, std:
   if (!top_keys) top_keys = &local_keys;
   nlohmann::json::parser_callback_t callback = [top_keys](int depth, nlohmann::json::parse_event_t event,
                                                           nlohmann::json& parsed) {
-    if (top_keys && depth == 1 && event == nlohmann::json::parse_event_t::key)
+    if (depth == 1 && event == nlohmann::json::parse_event_t::key)
       top_keys->push_back(parsed.get<std::string>());
     return true;
   };

@@ -444,6 +444,8 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
     std::lock_guard<std::mutex> lock(g.generator.mutex());
     g.generator.set_current_seed(options_.seed);
   }
+  // What the checkpoint's training depends on: written into every checkpoint, compared on resume.
+  const std::string signature = checkpoint.empty() ? std::string() : run_signature(options_, params, model_, examples);
   if (resume && !checkpoint.empty() && fs::exists(checkpoint)) {
     torch::serialize::InputArchive archive;
     try {
@@ -455,10 +457,9 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
     // Checked first: with other trainable parameters the reads below would fail on a missing key.
     c10::IValue saved_signature;
     if (archive.try_read("signature", saved_signature)) {  // checkpoints before it was written have none
-      const std::string now = run_signature(options_, params, model_, examples);
-      LLM4DSR_CHECK(saved_signature.toStringRef() == now,
+      LLM4DSR_CHECK(saved_signature.toStringRef() == signature,
                     "checkpoint " << checkpoint.string() << " was written by a run with other settings ("
-                                  << signature_differences(saved_signature.toStringRef(), now)
+                                  << signature_differences(saved_signature.toStringRef(), signature)
                                   << "): resume needs the same data and options; start without resume, or use "
                                      "another output folder");
     }
@@ -497,7 +498,6 @@ TrainResult Trainer::train(const std::vector<TrainingExample>& examples, bool re
     result.resumed_from_step = start_step;
   }
 
-  const std::string signature = checkpoint.empty() ? std::string() : run_signature(options_, params, model_, examples);
   auto save_checkpoint = [&](int64_t steps_done) {
     if (checkpoint.empty()) return;
     fs::create_directories(checkpoint.parent_path());

@@ -154,3 +154,20 @@ def test_resume_refuses_other_settings_and_bad_token_ids(task, tmp_path):
         llm4dsr.Trainer(fresh(), learning_rate=1e-3, progress=False).train([data[0], bad])
     with pytest.raises(llm4dsr.Error, match="pad_token_id must be a token of the model's vocabulary"):
         llm4dsr.Trainer(fresh(), pad_token_id=-1)
+
+
+def test_cli_resume_checks_the_base_model(tmp_path):
+    """finetune --resume continues only on the base its checkpoint was trained on (the trainer's own
+    signature covers options, examples and adapters, not the frozen base weights)."""
+    from llm4dsr import cli
+
+    out, a, b = tmp_path / "out", tmp_path / "a.gguf", tmp_path / "b.gguf"
+    a.write_bytes(b"a")
+    b.write_bytes(b"bb")
+    cli._check_resumed_base(str(out), str(a), resume=False)
+    (out / "checkpoint.pt").write_bytes(b"")
+    cli._check_resumed_base(str(out), str(a), resume=True)  # the same base: fine
+    with pytest.raises(llm4dsr.Error, match="its checkpoint was trained on base"):
+        cli._check_resumed_base(str(out), str(b), resume=True)
+    cli._check_resumed_base(str(out), str(b), resume=False)  # a fresh run takes the new base
+    cli._check_resumed_base(str(out), str(b), resume=True)
